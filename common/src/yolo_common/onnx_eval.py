@@ -1,0 +1,617 @@
+"""COCO evaluation of an exported ONNX detector with ONNX Runtime, plus latency.
+
+The pipeline is deliberately plain: read image (PIL) -> :func:`yolo_common.preprocess.letterbox` ->
+``session.run`` -> decode -> boxes back to original pixels -> COCO result dicts -> ``coco_map``.
+Every project evaluates its exports through this one path, so numbers across projects differ only
+by the model.
+
+Output contracts (the model's *first* output is used):
+
+- ``"e2e"``: ``[N, K, 6]`` rows ``x1, y1, x2, y2, score, class`` in letterboxed input pixels, NMS
+  already done inside the model (YOLOv10-style NMS-free export). Rows with ``score > conf`` are kept.
+- ``"raw"``: ``[N, 4 + nc, A]``, per anchor ``cx, cy, w, h`` in letterboxed pixels then ``nc`` class
+  scores that are already probabilities (sigmoid applied in the graph). Every (anchor, class) pair
+  with ``score > conf`` becomes a candidate (multi-label, as Ultralytics' validator does), the top
+  ``max_candidates`` by score go through class-aware NMS (``torchvision.ops.batched_nms``) and the
+  best ``max_det`` survive.
+
+The contract is taken from the ``contract`` argument, else from the model's ``yolo_common`` metadata
+(see :func:`write_model_metadata`), else from the output shape (last dim 6 -> ``e2e``).
+
+Model class index ``k`` maps to ``split.categories[k]["id"]`` (for COCO that is the 80 -> 91 map).
+
+Latency: ``warmup`` runs on the first batch are excluded; inference time is ``session.run`` wall time
+divided by the rows in the batch (padding rows included, since they cost the same), reported as
+mean/p50/p90 ms per image. Reading+letterboxing and decoding are timed separately, and
+``images_per_s`` is images over the wall time of the whole loop (read, letterbox, run, decode).
+The ``raw`` contract's first use imports torchvision (it pulls in ``torch._dynamo``: ~5 s on a
+2-core box, once per process); that lands in ``latency.load_s``, outside the timed loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from yolo_common.preprocess import ULTRALYTICS, LetterboxMeta, LetterboxSpec, letterbox, read_image, unletterbox_boxes
+
+META_KEY = "yolo_common"
+CONTRACTS = ("e2e", "raw")
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+DEFAULT_IMGSZ = 640
+
+
+# ----------------------------------------------------------------------------------------------
+# Sessions and metadata
+
+
+def _provider_name(p: str | tuple) -> str:
+    # ORT accepts either "Name" or ("Name", {options}).
+    return p if isinstance(p, str) else p[0]
+
+
+def make_session(model_path: str | Path, providers: Sequence[str | tuple] = DEFAULT_PROVIDERS, *, session_options=None):
+    """An ``onnxruntime.InferenceSession`` on the requested providers this install actually has.
+
+    Unavailable providers are dropped with one warning (not ORT's per-provider noise); if none is
+    left the session runs on CPU. ORT can still fall back silently (e.g. CUDA listed but its libraries
+    fail to load), so callers should record ``session.get_providers()[0]``, not what they asked for.
+
+    Args:
+        model_path: the ``.onnx`` file.
+        providers: provider names (or ``(name, options)`` tuples), in priority order.
+        session_options: an optional ``onnxruntime.SessionOptions``.
+    """
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    keep = [p for p in providers if _provider_name(p) in available]
+    missing = [_provider_name(p) for p in providers if _provider_name(p) not in available]
+    if missing:
+        warnings.warn(f"onnxruntime {ort.__version__} does not offer {missing} (available: {available}); "
+                      f"using {[_provider_name(p) for p in keep] or ['CPUExecutionProvider']}", stacklevel=2)
+    if not keep:
+        keep = ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(model_path), sess_options=session_options, providers=keep)
+
+
+def _check_metadata(meta: dict) -> dict:
+    if meta.get("contract") is not None and meta["contract"] not in CONTRACTS:
+        raise ValueError(f"metadata contract must be one of {CONTRACTS}, got {meta['contract']!r}")
+    return meta
+
+
+def write_model_metadata(onnx_path: str | Path, contract: str, letterbox_spec: LetterboxSpec,
+                         class_names: Sequence[str]) -> None:
+    """Stamp ``metadata_props["yolo_common"]`` into an ONNX file, in place.
+
+    The value is JSON ``{"contract", "letterbox": spec.to_dict(), "class_names"}``; other metadata is
+    kept. External-data tensors are not loaded (their references stay valid as the file stays put),
+    so this is cheap even for large models.
+    """
+    import onnx
+
+    if contract not in CONTRACTS:
+        raise ValueError(f"contract must be one of {CONTRACTS}, got {contract!r}")
+    value = json.dumps({"contract": contract, "letterbox": letterbox_spec.to_dict(),
+                        "class_names": [str(c) for c in class_names]})
+    path = str(onnx_path)
+    model = onnx.load(path, load_external_data=False)
+    props = [(p.key, p.value) for p in model.metadata_props if p.key != META_KEY]
+    del model.metadata_props[:]
+    for k, v in props + [(META_KEY, value)]:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(model, path)
+
+
+def read_model_metadata(model: Any) -> dict:
+    """The ``yolo_common`` metadata of a model path or an ``InferenceSession``; ``{}`` when absent.
+
+    ``"letterbox"`` comes back as a :class:`LetterboxSpec`.
+    """
+    if hasattr(model, "get_modelmeta"):
+        raw = model.get_modelmeta().custom_metadata_map.get(META_KEY)
+    else:
+        import onnx
+
+        m = onnx.load(str(model), load_external_data=False)
+        raw = next((p.value for p in m.metadata_props if p.key == META_KEY), None)
+    if raw is None:
+        return {}
+    meta = json.loads(raw)
+    if meta.get("letterbox") is not None:
+        meta["letterbox"] = LetterboxSpec.from_dict(meta["letterbox"])
+    return _check_metadata(meta)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoders (pure numpy; torchvision only for NMS)
+
+
+class ImageDets(NamedTuple):
+    """Detections of one image: ``boxes`` (n, 4) float32 xyxy, ``scores`` (n,) float32, ``classes`` (n,) int64."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+
+def _empty() -> ImageDets:
+    return ImageDets(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+
+def detect_contract(shape: Sequence[int]) -> str:
+    """``"e2e"`` if the output's last dim is 6 (``[N, K, 6]``), else ``"raw"`` (``[N, 4+nc, A]``)."""
+    if len(shape) != 3:
+        raise ValueError(f"expected a 3-d detector output, got shape {tuple(shape)}")
+    return "e2e" if shape[-1] == 6 else "raw"
+
+
+def decode_e2e(output: np.ndarray, conf: float = 0.001, max_det: int = 300) -> list[ImageDets]:
+    """Decode an ``[N, K, 6]`` NMS-free output into per-image detections sorted by score."""
+    output = np.asarray(output)
+    if output.ndim != 3 or output.shape[-1] != 6:
+        raise ValueError(f"e2e output must be [N, K, 6], got {output.shape}")
+    out = []
+    for det in output:
+        det = det[det[:, 4] > conf]
+        det = det[np.argsort(-det[:, 4], kind="stable")[:max_det]]
+        out.append(ImageDets(det[:, :4].astype(np.float32), det[:, 4].astype(np.float32),
+                             np.rint(det[:, 5]).astype(np.int64)))
+    return out
+
+
+def _cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
+    half = b[:, 2:4] / 2
+    return np.concatenate([b[:, :2] - half, b[:, :2] + half], axis=1)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, max_det: int) -> np.ndarray:
+    """Class-aware NMS via ``torchvision.ops.batched_nms``; indices of kept boxes, best first."""
+    import torch
+    from torchvision.ops import batched_nms
+
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    keep = batched_nms(torch.from_numpy(np.ascontiguousarray(boxes, np.float32)),
+                       torch.from_numpy(np.ascontiguousarray(scores, np.float32)),
+                       torch.from_numpy(np.ascontiguousarray(classes, np.int64)), float(iou))
+    return keep[:max_det].numpy()
+
+
+def decode_raw(output: np.ndarray, conf: float = 0.001, iou: float = 0.7, max_det: int = 300, *,
+               multi_label: bool = True, max_candidates: int = 30000) -> list[ImageDets]:
+    """Decode a ``[N, 4+nc, A]`` output (cxcywh + sigmoid scores) with class-aware NMS.
+
+    Args:
+        output: the model output.
+        conf: keep (anchor, class) scores strictly above this.
+        iou: NMS IoU threshold (boxes of different classes never suppress each other).
+        max_det: detections kept per image after NMS.
+        multi_label: every class above ``conf`` of an anchor is a candidate (Ultralytics' validator);
+            False keeps only each anchor's best class (faster, ~0.5 AP lower).
+        max_candidates: cap on candidates entering NMS, highest scores first (bounds the cost of a
+            badly calibrated model at ``conf=0.001``).
+    """
+    output = np.asarray(output)
+    if output.ndim != 3 or output.shape[1] < 5:
+        raise ValueError(f"raw output must be [N, 4+nc, A], got {output.shape}")
+    out = []
+    for pred in output:
+        cls_scores = pred[4:]  # (nc, A)
+        if multi_label:
+            cls, anchor = np.nonzero(cls_scores > conf)
+            scores = cls_scores[cls, anchor]
+        else:
+            best = cls_scores.argmax(0)
+            s = cls_scores[best, np.arange(cls_scores.shape[1])]
+            anchor = np.nonzero(s > conf)[0]
+            cls, scores = best[anchor], s[anchor]
+        if len(scores) > max_candidates:
+            top = np.argpartition(-scores, max_candidates - 1)[:max_candidates]
+            cls, anchor, scores = cls[top], anchor[top], scores[top]
+        if len(scores) == 0:
+            out.append(_empty())
+            continue
+        boxes = _cxcywh_to_xyxy(pred[:4, anchor].T.astype(np.float32))
+        keep = nms(boxes, scores, cls, iou, max_det)
+        out.append(ImageDets(boxes[keep], scores[keep].astype(np.float32), cls[keep].astype(np.int64)))
+    return out
+
+
+def decode(output: np.ndarray, contract: str, *, conf: float = 0.001, iou: float = 0.7,
+           max_det: int = 300) -> list[ImageDets]:
+    """Dispatch to :func:`decode_e2e` or :func:`decode_raw`."""
+    if contract == "e2e":
+        return decode_e2e(output, conf, max_det)
+    if contract == "raw":
+        return decode_raw(output, conf, iou, max_det)
+    raise ValueError(f"contract must be one of {CONTRACTS}, got {contract!r}")
+
+
+def to_coco_results(dets: ImageDets, meta: LetterboxMeta, image_id: int, category_ids: np.ndarray) -> list[dict]:
+    """Letterboxed detections of one image -> COCO result dicts (original pixels, bbox xywh).
+
+    ``category_ids[k]`` is the dataset category id of model class ``k``; classes outside it must
+    have been dropped by the caller.
+    """
+    if len(dets.boxes) == 0:
+        return []
+    b = unletterbox_boxes(dets.boxes, meta).astype(np.float64)
+    b[:, 2:] -= b[:, :2]
+    # Rounding keeps detections.json small; np.round (rint then an exact divide) gives the same
+    # shortest reprs as Python's round at ~1/5 of the cost of a per-value round() call.
+    boxes = np.round(b, 3).tolist()
+    scores = np.round(dets.scores.astype(np.float64), 5).tolist()
+    cats = category_ids[dets.classes].tolist()
+    return [{"image_id": image_id, "category_id": c, "bbox": box, "score": s} for c, box, s in zip(cats, boxes, scores)]
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline
+
+
+class _ModelInput(NamedTuple):
+    name: str
+    batch: int | None  # None = dynamic
+    size: int | None  # None = dynamic
+    dtype: Any
+
+
+def _model_input(sess) -> _ModelInput:
+    inp = sess.get_inputs()[0]
+    shape = list(inp.shape) + [None] * (4 - len(inp.shape))
+    static = [d if isinstance(d, int) and d > 0 else None for d in shape[:4]]
+    h, w = static[2], static[3]
+    if h is not None and w is not None and h != w:
+        raise ValueError(f"model input {inp.shape} is not square; the letterbox only makes S x S inputs")
+    dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+    return _ModelInput(inp.name, static[0], h if h is not None else w, dtype)
+
+
+def _resolve_size(model_size: int | None, imgsz: int | None, spec: LetterboxSpec | None) -> int:
+    # Static model shape wins (anything else cannot run); then the flag; then metadata; then 640.
+    if model_size is not None:
+        if imgsz is not None and imgsz != model_size:
+            warnings.warn(f"imgsz={imgsz} ignored: the model's input is static {model_size}x{model_size}", stacklevel=3)
+        return model_size
+    if imgsz is not None:
+        return int(imgsz)
+    return spec.size if spec is not None else DEFAULT_IMGSZ
+
+
+def _resolve_batch(model_batch: int | None, batch: int) -> int:
+    if model_batch is None:
+        return max(1, int(batch))
+    if batch != model_batch and batch != 1:
+        warnings.warn(f"batch={batch} ignored: the model's batch dim is static {model_batch}", stacklevel=3)
+    return model_batch
+
+
+def _stats(xs: list[float]) -> dict:
+    if not xs:
+        return {"mean": math.nan, "p50": math.nan, "p90": math.nan}
+    a = np.asarray(xs) * 1000.0
+    return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90))}
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="onnx eval", disable=not (enabled and sys.stderr.isatty()))
+
+
+@contextlib.contextmanager
+def _torch_single_thread():
+    """Run torch (NMS) on one thread for the duration, restoring the caller's setting after.
+
+    NMS is sequential anyway, but the small tensor ops around it wake torch's OpenMP pool, whose
+    workers then spin-wait and steal the cores ONNX Runtime's next ``session.run`` needs: measured
+    +35% inference latency on a 2-core box. Only touched if torch is already imported.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _json_safe(x: Any) -> Any:
+    # Strict JSON has no NaN (per-class AP of a category without GT is NaN): write null instead.
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _load_batch(records, spec: LetterboxSpec, skipped: dict):
+    """Read + letterbox a batch; undecodable images are skipped and counted (reported once later)."""
+    chws, metas, recs = [], [], []
+    for r in records:
+        try:
+            img = read_image(r.path)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three for broken files
+            skipped["unreadable"] = skipped.get("unreadable", 0) + 1
+            skipped.setdefault("example", f"{r.path}: {e}")
+            continue
+        if (img.shape[1], img.shape[0]) != (r.width, r.height):
+            skipped["size_mismatch"] = skipped.get("size_mismatch", 0) + 1
+        chw, m = letterbox(img, spec)
+        chws.append(chw)
+        metas.append(m)
+        recs.append(r)
+    return chws, metas, recs
+
+
+def _stack(chws: list[np.ndarray], rows: int, dtype) -> np.ndarray:
+    x = np.zeros((rows, *chws[0].shape), dtype=dtype)  # zero rows pad a static batch; their output is ignored
+    for i, c in enumerate(chws):
+        x[i] = c
+    return x
+
+
+@dataclass
+class _LoopResult:
+    contract: str | None
+    detections: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)
+    dropped: int = 0  # detections whose class index has no category (e2e only; raw checks nc up front)
+    t_pre: list = field(default_factory=list)
+    t_infer: list = field(default_factory=list)
+    t_post: list = field(default_factory=list)
+    warmup_s: float = 0.0
+    loop_s: float = 0.0
+    n_done: int = 0
+
+
+def _inference_loop(sess, inp: _ModelInput, records, spec: LetterboxSpec, rows: int, *, contract: str | None,
+                    category_ids: np.ndarray, conf: float, iou: float, max_det: int, warmup: int,
+                    progress: bool) -> _LoopResult:
+    """Read, letterbox, run, decode, map back: the timed part of :func:`evaluate_onnx`."""
+    res = _LoopResult(contract)
+    nc = len(category_ids)
+    bar = _progress(len(records), progress)
+    t_loop = time.perf_counter()
+    for i in range(0, len(records), rows):
+        t0 = time.perf_counter()
+        chws, metas, recs = _load_batch(records[i:i + rows], spec, res.skipped)
+        if chws:
+            x = _stack(chws, rows if inp.batch is not None else len(chws), inp.dtype)
+            t1 = time.perf_counter()
+            if warmup and res.n_done == 0:
+                for _ in range(warmup):
+                    sess.run(None, {inp.name: x})
+                res.warmup_s = time.perf_counter() - t1
+                t1 = time.perf_counter()
+            out = sess.run(None, {inp.name: x})[0]
+            t2 = time.perf_counter()
+            res.contract = res.contract or detect_contract(out.shape)
+            if res.contract == "raw" and out.shape[1] - 4 != nc:
+                raise ValueError(f"raw output {out.shape} has {out.shape[1] - 4} classes but the dataset has "
+                                 f"{nc} categories")
+            for dets, m, r in zip(decode(out[:len(chws)], res.contract, conf=conf, iou=iou, max_det=max_det),
+                                  metas, recs):
+                ok = (dets.classes >= 0) & (dets.classes < nc)
+                if not ok.all():
+                    res.dropped += int((~ok).sum())
+                    dets = ImageDets(dets.boxes[ok], dets.scores[ok], dets.classes[ok])
+                res.detections += to_coco_results(dets, m, r.image_id, category_ids)
+            t3 = time.perf_counter()
+            res.t_pre.append((t1 - t0) / len(chws))
+            res.t_infer.append((t2 - t1) / x.shape[0])
+            res.t_post.append((t3 - t2) / len(chws))
+            res.n_done += len(chws)
+        bar.update(len(records[i:i + rows]))
+    bar.close()
+    res.loop_s = time.perf_counter() - t_loop - res.warmup_s
+    return res
+
+
+def evaluate_onnx(
+    model: str | Path,
+    data: str | Path,
+    split: str = "val",
+    *,
+    out_dir: str | Path | None = None,
+    providers: Sequence[str | tuple] = DEFAULT_PROVIDERS,
+    batch: int = 1,
+    imgsz: int | None = None,
+    max_images: int | None = None,
+    conf: float = 0.001,
+    iou: float = 0.7,
+    max_det: int = 300,
+    contract: str | None = None,
+    warmup: int = 3,
+    progress: bool = True,
+    letterbox_spec: LetterboxSpec | None = None,
+) -> dict:
+    """Evaluate an ONNX detector on a dataset split: COCO mAP plus latency.
+
+    Args:
+        model: ``.onnx`` path.
+        data: COCO root, YOLO ``data.yaml`` or VOC root (anything ``load_split`` reads).
+        split: split name.
+        out_dir: where ``metrics.json`` and ``detections.json`` go (nothing written if None).
+        providers: ONNX Runtime providers in priority order (unavailable ones are dropped).
+        batch: images per ``session.run`` when the model's batch dim is dynamic (a static batch dim
+            wins; the last batch is zero-padded for a static batch > 1).
+        imgsz: input size when the model's spatial dims are dynamic (else metadata, else 640).
+        max_images: evaluate only the first N images (GT is restricted to them too).
+        conf, iou, max_det: decode thresholds (``iou`` is unused by ``e2e``).
+        contract: ``"e2e"`` or ``"raw"``; default from metadata, else from the output shape.
+        warmup: untimed runs on the first batch.
+        progress: tqdm bar (only when stderr is a terminal).
+        letterbox_spec: override the letterbox (default: model metadata, else ``ULTRALYTICS``).
+
+    Note:
+        While the loop runs torch is held to one thread (restored after) so NMS does not compete
+        with ONNX Runtime for cores; the loop itself is sequential on purpose, so ``session.run``
+        times are the model's, not the model's plus contention with a prefetch thread.
+
+    Returns:
+        The metrics dict that is also written to ``metrics.json``: ``coco`` (``coco_map`` stats),
+        ``latency``, ``provider`` (actually used), ``providers_requested``, ``model``, ``contract``,
+        ``letterbox``, ``num_images``, ``skipped_images``, ``dataset`` (provenance), ``settings``.
+    """
+    import onnxruntime as ort
+
+    from yolo_common.data import load_split, provenance, to_coco_dict
+    from yolo_common.evaluation import coco_map
+
+    t_start = time.perf_counter()
+    if contract is not None and contract not in CONTRACTS:
+        raise ValueError(f"contract must be one of {CONTRACTS}, got {contract!r}")
+    model_path = Path(model).resolve()
+    sess = make_session(model_path, providers)
+    meta = read_model_metadata(sess)
+    contract = contract or meta.get("contract")
+    inp = _model_input(sess)
+    base_spec = letterbox_spec or meta.get("letterbox")
+    spec = (base_spec or ULTRALYTICS).with_size(_resolve_size(inp.size, imgsz, base_spec))
+    rows = _resolve_batch(inp.batch, batch)
+
+    ds = load_split(data, split)
+    if max_images is not None:
+        ds = replace(ds, records=ds.records[:max_images])
+    if not ds.records:
+        raise ValueError(f"no images to evaluate in {data} split {split!r}")
+    category_ids = np.array([c["id"] for c in ds.categories], dtype=np.int64)
+    nc = len(category_ids)
+    if meta.get("class_names") is not None and len(meta["class_names"]) != nc:
+        raise ValueError(f"model has {len(meta['class_names'])} classes but the dataset has {nc} categories")
+    if contract != "e2e":
+        import torch  # noqa: F401  (pay the import here, counted in load_s, not inside the first timed decode)
+        import torchvision  # noqa: F401
+    t_loaded = time.perf_counter()
+
+    with _torch_single_thread():
+        res = _inference_loop(sess, inp, ds.records, spec, rows, contract=contract, category_ids=category_ids,
+                              conf=conf, iou=iou, max_det=max_det, warmup=warmup, progress=progress)
+    contract, detections, skipped, dropped = res.contract, res.detections, res.skipped, res.dropped
+
+    if skipped.get("unreadable"):
+        warnings.warn(f"skipped {skipped['unreadable']} unreadable image(s) (kept in GT as misses), "
+                      f"e.g. {skipped['example']}", stacklevel=2)
+    if skipped.get("size_mismatch"):
+        warnings.warn(f"{skipped['size_mismatch']} image(s) decode to a size other than the annotation's; "
+                      "their boxes may be misaligned", stacklevel=2)
+    if dropped:
+        warnings.warn(f"dropped {dropped} detection(s) with a class index outside 0..{nc - 1}", stacklevel=2)
+
+    t_score = time.perf_counter()
+    # Unreadable images stay in the GT: dropping them would quietly inflate the score.
+    stats = coco_map(to_coco_dict(ds), detections)
+    scoring_s = time.perf_counter() - t_score
+
+    metrics = {
+        "coco": stats,
+        "latency": {
+            "inference_ms": _stats(res.t_infer),
+            "preprocess_ms": _stats(res.t_pre),
+            "postprocess_ms": _stats(res.t_post),
+            "images_per_s": res.n_done / res.loop_s if res.loop_s > 0 else math.nan,
+            "batch": rows,
+            "warmup_runs": warmup,
+            "warmup_s": res.warmup_s,
+            "load_s": t_loaded - t_start,
+            "loop_s": res.loop_s,
+            "scoring_s": scoring_s,
+            "total_s": time.perf_counter() - t_start,
+        },
+        "provider": sess.get_providers()[0],
+        "providers_requested": [_provider_name(p) for p in providers],
+        "session_providers": sess.get_providers(),
+        "onnxruntime": ort.__version__,
+        "model": str(model_path),
+        "contract": contract,
+        "letterbox": spec.to_dict(),
+        "num_images": res.n_done,
+        "skipped_images": int(skipped.get("unreadable", 0)),
+        "num_detections": len(detections),
+        "dataset": provenance(ds),
+        "settings": {"split": split, "imgsz": spec.size, "batch": rows, "max_images": max_images,
+                     "conf": conf, "iou": iou, "max_det": max_det},
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))
+        (out / "detections.json").write_text(json.dumps(detections))
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+
+def summary_table(metrics: dict) -> str:
+    """A short human summary of :func:`evaluate_onnx`'s result."""
+    c, lat = metrics["coco"], metrics["latency"]
+    inf = lat["inference_ms"]
+    rows = [
+        ("model", Path(metrics["model"]).name),
+        ("images", f"{metrics['num_images']} (skipped {metrics['skipped_images']})"),
+        ("provider", metrics["provider"]),
+        ("contract / imgsz", f"{metrics['contract']} / {metrics['letterbox']['size']}"),
+        ("AP / AP50 / AP75", f"{c['AP']:.4f} / {c['AP50']:.4f} / {c['AP75']:.4f}"),
+        ("AR100", f"{c['AR100']:.4f}"),
+        ("infer ms/img mean p50 p90", f"{inf['mean']:.2f} {inf['p50']:.2f} {inf['p90']:.2f}"),
+        ("pre / post ms/img", f"{lat['preprocess_ms']['mean']:.2f} / {lat['postprocess_ms']['mean']:.2f}"),
+        ("images/s (loop)", f"{lat['images_per_s']:.1f}"),
+    ]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="yolo-onnx-eval", description="COCO mAP + latency of an ONNX detector.")
+    p.add_argument("--model", required=True, help=".onnx file")
+    p.add_argument("--data", required=True, help="COCO root, YOLO data.yaml or VOC root")
+    p.add_argument("--split", default="val")
+    p.add_argument("--out", default=None, help="directory for metrics.json and detections.json")
+    p.add_argument("--providers", nargs="+", default=list(DEFAULT_PROVIDERS))
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--imgsz", type=int, default=None)
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--conf", type=float, default=0.001)
+    p.add_argument("--iou", type=float, default=0.7)
+    p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--contract", choices=CONTRACTS, default=None)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point (``yolo-onnx-eval`` / ``python -m yolo_common.onnx_eval``)."""
+    a = build_parser().parse_args(argv)
+    metrics = evaluate_onnx(a.model, a.data, a.split, out_dir=a.out, providers=a.providers, batch=a.batch,
+                            imgsz=a.imgsz, max_images=a.max_images, conf=a.conf, iou=a.iou, max_det=a.max_det,
+                            contract=a.contract, warmup=a.warmup, progress=not a.no_progress)
+    print(summary_table(metrics))
+    if a.out:
+        print(f"wrote {Path(a.out) / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

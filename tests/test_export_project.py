@@ -1,0 +1,64 @@
+"""A project copied out with tasks/export_project.py is a valid standalone repo that passes its own tests."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import check_manifests as cm
+import export_project
+
+try:
+    import tomllib
+except ModuleNotFoundError:
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO / "tests/fixtures/minimal-project"
+# A real project once one exists (the first in name order); the fixture until then.
+REAL = sorted(p for p in (REPO / "projects").glob("*/") if (p / "pyproject.toml").is_file())
+PROJECT = REAL[0] if REAL else FIXTURE
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory):
+    return export_project.export(PROJECT, tmp_path_factory.mktemp("standalone") / PROJECT.name)
+
+
+def test_layout(copy):
+    for rel in ("pyproject.toml", "pixi.toml", "STANDALONE.md", "tasks/run.py", "common/pyproject.toml", "tests"):
+        assert (copy / rel).exists(), rel
+    assert not (copy / "projects").exists()
+
+
+def test_sources_point_at_the_copied_common(copy):
+    doc = tomllib.loads((copy / "pyproject.toml").read_text())
+    assert doc["tool"]["uv"]["sources"]["yolo-common"]["path"] == "common"
+    assert (copy / doc["tool"]["uv"]["sources"]["yolo-common"]["path"] / "src/yolo_common").is_dir()
+
+
+def test_standalone_manifest_is_valid(copy):
+    assert cm.check_manifest(copy / "pixi.toml") == []
+    doc = tomllib.loads((copy / "pixi.toml").read_text())
+    assert "test" in cm.env_tasks(doc)["default"]
+    # nothing in the copy may point back into the monorepo
+    assert str(REPO) not in (copy / "pixi.toml").read_text() + (copy / "pyproject.toml").read_text()
+
+
+def test_refuses_paths_outside_the_copy():
+    with pytest.raises(ValueError, match="outside"):
+        export_project._rel_to_project("projects/other/x", "projects/mine")
+
+
+@pytest.mark.slow
+def test_copy_passes_its_own_tests(copy):
+    # The copy's own no-pixi command, exactly as its STANDALONE.md gives it: installs (uv, from the cache
+    # where possible) and runs pytest inside the copy.
+    assert "python3 tasks/run.py test" in (copy / "STANDALONE.md").read_text()
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    out = subprocess.run([sys.executable, "tasks/run.py", "test"], cwd=copy, env=env,
+                         capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert " passed" in out.stdout
