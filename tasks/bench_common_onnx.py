@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 
-def _build_model(nc: int, seed: int, cls_bias: float = -9.0, imgsz: int = 320):
+def build_bench_detector(nc: int, seed: int, cls_bias: float = -9.0, imgsz: int = 320):
     import torch
     from torch import nn
 
@@ -68,7 +68,7 @@ def _build_model(nc: int, seed: int, cls_bias: float = -9.0, imgsz: int = 320):
     return BenchDetector().eval()
 
 
-def _export(model, path: Path, imgsz: int) -> Path:
+def export_onnx(model, path: Path, imgsz: int) -> Path:
     import torch
 
     with warnings.catch_warnings():
@@ -113,7 +113,7 @@ def run(num_images: int = 200, imgsz: int = 320, seed: int = 0, cls_bias: float 
     with tempfile.TemporaryDirectory(prefix="bench_onnx_") as tmp:
         tmp = Path(tmp)
         print(f"[bench] exporting random-init detector at {imgsz}px", flush=True)
-        model_path = _export(_build_model(len(class_names), seed, cls_bias, imgsz), tmp / "bench.onnx", imgsz)
+        model_path = export_onnx(build_bench_detector(len(class_names), seed, cls_bias, imgsz), tmp / "bench.onnx", imgsz)
         write_model_metadata(model_path, "raw", spec, class_names)
         print(f"[bench] writing {num_images} synthetic val images (480x360)", flush=True)
         coco = make_synthetic(tmp / "data", layouts=("coco",), num_train=0, num_val=num_images,
