@@ -1,0 +1,1 @@
+"""YOLOS-tiny with bf16-accumulating matmuls."""

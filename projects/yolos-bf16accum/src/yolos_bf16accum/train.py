@@ -1,0 +1,177 @@
+"""One training run end to end: data, model, optimiser, (progressive patching), loop, logs, summary.
+
+Both regimes share this file; they differ only in ``cfg.regime``. The progressive regime installs the
+bf16-accum attention function once (a no-op until a module's flag is on) and, before every step, patches
+what the schedule says for that step. The optimizer is built once, before any patching, and never
+rebuilt: patching keeps every Parameter object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from yolos_bf16accum.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW, no weight decay on biases, norms and the token/position embeddings (DETR practice)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim < 2 or "token" in name or "position_embeddings" in name
+        (no_decay if skip else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate)
+
+
+def build_lr_scheduler(optimizer, total_steps: int, warmup_ratio: float):
+    """Linear warmup then cosine decay to 0, stepped per batch."""
+    warmup = int(round(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_loaders(train_ds, eval_ds, cfg: TrainConfig, device: torch.device):
+    from yolos_bf16accum.data import collate
+
+    g = torch.Generator()
+    g.manual_seed(cfg.seed)
+    common = dict(collate_fn=collate, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                  persistent_workers=cfg.num_workers > 0)
+    train = torch.utils.data.DataLoader(train_ds, batch_size=cfg.per_device_train_batch_size, shuffle=True,
+                                        drop_last=len(train_ds) >= cfg.per_device_train_batch_size,
+                                        generator=g, **common)
+    evl = torch.utils.data.DataLoader(eval_ds, batch_size=cfg.per_device_eval_batch_size, shuffle=False, **common)
+    return train, evl
+
+
+def _write_json(path: Path, obj) -> None:
+    from yolo_common.runlog import to_jsonable
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(to_jsonable(obj), indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Trains and evaluates one run; returns (and writes) ``metrics_summary.json``'s content."""
+    from yolo_common.checkpoint import CheckpointManager
+    from yolo_common.device import grad_scaler, resolve_device, seed_everything
+    from yolo_common.runlog import RunLogger
+
+    from yolos_bf16accum.data import build_datasets
+    from yolos_bf16accum.engine import TrainState, evaluate, train_one_epoch
+    from yolos_bf16accum.model import build_model
+    from yolos_bf16accum.patching import apply_patch_state, count_patched, encoder_blocks, install_attention_function
+    from yolos_bf16accum.schedule import ProgressiveSchedule, parse_schedule
+
+    t_start = time.time()
+    cfg.seed = seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    train_ds, eval_ds, eval_gt, labels = build_datasets(cfg)
+    train_loader, eval_loader = build_loaders(train_ds, eval_ds, cfg, device)
+    model = build_model(cfg, labels.num_labels, labels.id2label).to(device)
+    optimizer = build_optimizer(model, cfg)
+    steps_per_epoch = len(train_loader)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.num_train_epochs * steps_per_epoch))
+    num_epochs = math.ceil(total_steps / max(steps_per_epoch, 1))
+    lr_scheduler = build_lr_scheduler(optimizer, total_steps, cfg.warmup_ratio)
+    scaler = grad_scaler(device, cfg.precision)
+    state = TrainState(total_steps=total_steps)
+
+    schedule = None
+    if cfg.regime == "progressive":
+        schedule = ProgressiveSchedule(parse_schedule(cfg.schedule), total_steps, len(encoder_blocks(model)),
+                                       cfg.ramp_mode, cfg.blocks_per_stage)
+        install_attention_function(model)
+
+    def on_step(step: int) -> None:
+        if schedule is None:
+            return
+        new = {g: list(b) for g, b in schedule.state_at(step).items()}
+        if new != state.patch_state:
+            counts = apply_patch_state(model, new, cfg.accum_chunk, cfg.kernel_backend)
+            state.patch_state = new
+            log.info("step %d: bf16-accum now %s (%s)", step, schedule.describe(step), counts)
+
+    logger = RunLogger(out, cfg.to_dict(), report_to=cfg.report_to, wandb_project=cfg.wandb_project,
+                       wandb_run_name=cfg.wandb_run_name)
+    ckpt = CheckpointManager(logger.checkpoints_dir, higher_is_better=True)
+    log.info("%s run: %d train / %d eval images, %d steps (%d/epoch), device %s, %.2fM params", cfg.regime,
+             len(train_ds), len(eval_ds), total_steps, steps_per_epoch, device,
+             sum(p.numel() for p in model.parameters()) / 1e6)
+
+    history: list[dict] = []
+
+    def do_eval() -> dict:
+        metrics = evaluate(model, eval_loader, device, eval_gt, labels.label_to_cat, precision=cfg.precision)
+        patched = count_patched(model)
+        groups = schedule.describe(max(state.step - 1, 0)) if schedule else {}
+        scalars = {k: v for k, v in metrics.items() if k not in ("per_class", "backend")}
+        logger.log_eval(state.step, state.epoch, **scalars, patched_linears=patched["linears"],
+                        patched_attention=patched["attention"],
+                        **{f"bf16acc/{g}": d for g, d in groups.items()})
+        log.info("eval step %d: AP %.4f AP50 %.4f loss %.4f | bf16-accum %s %s", state.step, metrics["AP"],
+                 metrics["AP50"], metrics["loss"], groups or "off", patched)
+        record = {"step": state.step, "epoch": state.epoch, **scalars, "per_class": metrics.get("per_class"),
+                  "bf16acc_groups": groups, "patched": patched}
+        history.append(record)
+        return record
+
+    eval_every = cfg.eval_every_steps
+    try:
+        for epoch in range(num_epochs):
+            state.epoch = epoch
+            train_one_epoch(model, optimizer, lr_scheduler, train_loader, device, state,
+                            precision=cfg.precision, scaler=scaler, max_grad_norm=cfg.max_grad_norm,
+                            logger=logger, log_every=cfg.log_every_steps, on_step=on_step,
+                            max_steps=total_steps, eval_fn=do_eval if eval_every else None,
+                            eval_every=eval_every)
+            if not eval_every or state.step % eval_every:
+                record = do_eval()
+            else:
+                record = history[-1]
+            ckpt.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "lr_scheduler": lr_scheduler.state_dict(), "step": state.step, "epoch": epoch,
+                       "patch_state": state.patch_state, "config": cfg.to_dict()},
+                      epoch=epoch, metric=record["AP"])
+            if state.step >= total_steps:
+                break
+    finally:
+        logger.close()
+
+    final = history[-1]
+    summary = {
+        "regime": cfg.regime, "seed": cfg.seed, "model": cfg.model_config or cfg.model, "dataset": cfg.dataset,
+        "precision": cfg.precision, "accum_chunk": cfg.accum_chunk if schedule else None,
+        "schedule": cfg.schedule if schedule else None, "ramp_mode": cfg.ramp_mode if schedule else None,
+        "total_steps": total_steps, "final_step": state.step, "epochs": state.epoch + 1,
+        "final": {k: v for k, v in final.items() if k != "per_class"}, "final_per_class": final["per_class"],
+        "best_AP": max(h["AP"] for h in history), "best_step": max(history, key=lambda h: h["AP"])["step"],
+        "evals": [{k: h[k] for k in ("step", "AP", "AP50", "loss")} for h in history],
+        "bf16acc_final_state": state.patch_state, "wall_time_s": time.time() - t_start,
+        "train_images": len(train_ds), "eval_images": len(eval_ds),
+    }
+    _write_json(out / "metrics_summary.json", summary)
+    log.info("done in %.1f s: final AP %.4f (best %.4f) -> %s", summary["wall_time_s"], final["AP"],
+             summary["best_AP"], out / "metrics_summary.json")
+    return summary

@@ -1,0 +1,115 @@
+"""`run --preset smoke --data synthetic` end to end: every artifact of the run-root contract, finite metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CONTRACT = [
+    "run.json", "state.json", "dataset.yaml", "provenance.json", "summary.md",
+    "baseline-coco/metrics.json", "qat-w4a16-coco/metrics.json",
+    *[f"{m}/{f}" for m in ("fp16", "qat-w4a16")
+      for f in ("args.yaml", "config.json", "curves/loss.csv", "curves/loss.png", "weights/best.pt",
+                "weights/last.pt", "logs/train.jsonl", "logs/eval.jsonl")],
+]
+
+
+def test_every_artifact_of_the_contract(smoke_run):
+    missing = [p for p in CONTRACT if not (smoke_run / p).is_file()]
+    assert missing == []
+    for m in ("fp16", "qat-w4a16"):
+        assert list((smoke_run / m / "tb").glob("events.out.tfevents.*"))
+        cfg = json.loads((smoke_run / m / "config.json").read_text())
+        assert cfg["seed"] == 0 and cfg["ultralytics_args"]["optimizer"] == "SGD"
+        assert cfg["ultralytics_args"]["nms"] is False
+    onnx = sorted(p.name for p in (smoke_run / "onnx").glob("*.onnx"))
+    assert onnx == ["yolov10n-baseline-128.onnx", "yolov10n-qat-w4-qcdq-128.onnx"]  # scheme in the file name
+
+
+def test_metrics_are_finite_and_comparable(smoke_run):
+    ms = [json.loads((smoke_run / d / "metrics.json").read_text()) for d in ("baseline-coco", "qat-w4a16-coco")]
+    for m in ms:
+        assert m["contract"] == "e2e" and m["provider"] == "CPUExecutionProvider"
+        assert m["num_images"] == 8 and m["letterbox"]["size"] == 128 and m["letterbox"]["pad_value"] == 114
+        for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+            assert math.isfinite(m["coco"][k])
+        assert m["latency"]["inference_ms"]["mean"] > 0
+    assert ms[0]["dataset"] == ms[1]["dataset"] or ms[0]["dataset"]["splits"] == ms[1]["dataset"]["splits"]
+    assert ms[0]["settings"] == ms[1]["settings"]
+
+
+def test_loss_curves_have_every_step(smoke_run):
+    for m in ("fp16", "qat-w4a16"):
+        rows = (smoke_run / m / "curves" / "loss.csv").read_text().splitlines()
+        assert rows[0].startswith("step,epoch,loss/box_loss")
+        assert len(rows) - 1 == 2 * 2  # 2 epochs x 2 batches of 8 (16 images)
+        assert all(math.isfinite(float(v)) for r in rows[1:] for v in r.split(",")[2:])
+
+
+def test_summary_tables(smoke_run):
+    text = (smoke_run / "summary.md").read_text()
+    for needle in ("| AP ", "| AP50 ", "| APl ", "diff (qat - baseline)", "CPUExecutionProvider", "p90 ms",
+                   "Scheme `w4`", "107 quantized convs", "'QuantizeLinear': 83", "train2017 (train)", "lr0",
+                   "fp16/tb", "qat-w4a16/curves/loss.png"):
+        assert needle in text, needle
+
+
+def test_exported_models_match_their_checkpoints(smoke_run):
+    """ORT on the exported files vs PyTorch on the reloaded checkpoints (top-300 scores, order-free)."""
+    import onnxruntime as ort
+    import torch
+
+    from yolov10_qat.export import prepare_for_export
+    from yolov10_qat.trainer import load_float_checkpoint, load_qat_checkpoint
+
+    x = np.random.default_rng(0).random((1, 3, 128, 128), dtype=np.float32)
+    for loader, name in ((load_float_checkpoint, "yolov10n-baseline-128.onnx"),
+                         (load_qat_checkpoint, "yolov10n-qat-w4-qcdq-128.onnx")):
+        model = prepare_for_export(loader(smoke_run / ("fp16" if "baseline" in name else "qat-w4a16") /
+                                          "weights" / "best.pt")[0])
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        out = ort.InferenceSession(str(smoke_run / "onnx" / name), providers=["CPUExecutionProvider"]).run(
+            None, {"images": x})[0]
+        assert out.shape == ref.shape == (1, 300, 6)
+        np.testing.assert_allclose(np.sort(out[0, :, 4]), np.sort(ref[0, :, 4]), atol=1e-4)
+
+
+def test_resume_of_a_finished_run_does_nothing_but_the_summary(smoke_run):
+    from yolov10_qat.cli import main
+
+    before = (smoke_run / "qat-w4a16" / "weights" / "best.pt").stat().st_mtime_ns
+    assert main(["run", "--resume", str(smoke_run)]) == 0
+    assert (smoke_run / "qat-w4a16" / "weights" / "best.pt").stat().st_mtime_ns == before
+    with pytest.raises(ValueError, match="epochs"):  # a resumed run keeps its recorded recipe
+        main(["run", "--resume", str(smoke_run), "--epochs", "5"])
+
+
+def test_letterbox_matches_ultralytics():
+    """Common's ULTRALYTICS spec and ultralytics' own LetterBox place the image identically (centred, pad 114);
+    pixel values differ only by the resampling filter (PIL bilinear vs cv2)."""
+    from yolov10_qat._env import ultralytics_env
+
+    ultralytics_env()
+    from ultralytics.data.augment import LetterBox
+    from yolo_common.preprocess import ULTRALYTICS, letterbox
+
+    rng = np.random.default_rng(0)
+    for h, w in ((96, 160), (160, 96), (128, 128), (101, 77)):
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        ours, meta = letterbox(img, ULTRALYTICS.with_size(128))
+        theirs = LetterBox(new_shape=(128, 128), auto=False, scale_fill=False, scaleup=True, center=True)(
+            image=img[:, :, ::-1].copy())[:, :, ::-1]  # ultralytics works in BGR, its loader flips to RGB
+        theirs = theirs.transpose(2, 0, 1).astype(np.float32) / 255
+        pad_ours = np.rint(ours * 255) == 114  # compare in pixel units: x/255 and x*(1/255) differ by an ulp
+        pad_theirs = np.rint(theirs * 255) == 114
+        rows = ~pad_ours.all(axis=(0, 2))
+        assert (rows == ~pad_theirs.all(axis=(0, 2))).all()  # same vertical padding
+        cols = ~pad_ours.all(axis=(0, 1))
+        assert (cols == ~pad_theirs.all(axis=(0, 1))).all()  # same horizontal padding
+        assert np.abs(ours - theirs).mean() < 0.06  # only the resampling filter differs
