@@ -1,0 +1,1 @@
+"""YOLOX on Gaudi HPUs, CUDA and CPU."""

@@ -1,0 +1,216 @@
+"""Experiment configs: Megvii's ``Exp`` defaults as one dataclass, one small subclass per model size.
+
+Overrides come as trailing ``key value`` pairs on the command line (``max_epoch 300 save_history_ckpt
+False``), exactly like Megvii's ``Exp.merge``, except that every value is parsed against the field's
+declared type: ``"False"`` is False (upstream's ``bool("False")`` is True), ``"0.5"`` for an int field
+is an error, and an unknown key is an error naming the valid ones.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+
+
+@dataclass
+class Exp:
+    """YOLOX-L-sized defaults (depth 1.0, width 1.0); the subclasses below set the other sizes."""
+
+    # ---- model ---- #
+    name: str = "yolox-l"
+    num_classes: int = 80          # COCO; the synthetic smoke set has 3
+    depth: float = 1.00            # multiplies the number of bottlenecks per CSP layer
+    width: float = 1.00            # multiplies every channel count
+    depthwise: bool = False        # DWConv instead of dense 3x3 (nano)
+
+    # ---- data ---- #
+    data_num_workers: int = 4
+    input_size: tuple[int, int] = (640, 640)   # (h, w) the loader produces; multiscale resizes on device
+    # Multiscale: every 10 iterations a new side 32*k, k in [input/32 - range, input/32 + range]
+    # (480..800 for 640). Each new shape costs a graph compilation on HPU: use --noresize there.
+    multiscale_range: int = 5
+    random_size: tuple[int, int] | None = None  # explicit (k_min, k_max) of 32*k; overrides the range
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+
+    # ---- augmentation ---- #
+    mosaic_prob: float = 1.0
+    mixup_prob: float = 1.0
+    hsv_prob: float = 1.0
+    flip_prob: float = 0.5
+    degrees: float = 10.0           # rotation range (+-) of the mosaic's affine
+    translate: float = 0.1          # translation range, fraction of the output side
+    mosaic_scale: tuple[float, float] = (0.1, 2.0)
+    enable_mixup: bool = True
+    mixup_scale: tuple[float, float] = (0.5, 1.5)
+    shear: float = 2.0              # degrees
+
+    # ---- training schedule ---- #
+    warmup_epochs: int = 5
+    max_epoch: int = 300
+    warmup_lr: float = 0.0
+    min_lr_ratio: float = 0.05
+    basic_lr_per_img: float = 0.01 / 64.0   # lr = this x global batch
+    scheduler: str = "yoloxwarmcos"         # the only one implemented
+    no_aug_epochs: int = 15         # last epochs: no mosaic/mixup, L1 loss on, eval every epoch
+    ema: bool = True
+    ema_decay: float = 0.9998
+    weight_decay: float = 5e-4      # conv/linear weights only
+    momentum: float = 0.9
+    steps: int = 0                  # > 0: stop after this many iterations in total (seed's `steps 500`)
+    freeze_bn: bool = False         # BN in eval mode while training (per-sample independent batches)
+
+    # ---- logging / checkpoints ---- #
+    print_interval: int = 10        # iterations between progress lines
+    eval_interval: int = 10         # epochs between evaluations (1 in the no-aug epochs)
+    save_history_ckpt: bool = True  # keep epoch_N.pt for every epoch
+    output_dir: str = "runs"        # the run lands in <output_dir>/<experiment name>
+
+    # ---- evaluation ---- #
+    test_size: tuple[int, int] = (640, 640)
+    test_conf: float = 0.01
+    nmsthre: float = 0.65
+    max_dets: int = 100             # per image, after NMS (COCO counts at most 100)
+
+    def merge(self, opts: list[str]) -> Exp:
+        """Applies ``key value`` pairs in place (type-checked; see the module docstring)."""
+        if len(opts) % 2:
+            raise ValueError(f"overrides must be `key value` pairs, got an odd list: {opts}")
+        hints = typing.get_type_hints(type(self))
+        names = {f.name for f in dataclasses.fields(self)}
+        for key, raw in zip(opts[0::2], opts[1::2]):
+            if key not in names:
+                raise ValueError(f"unknown config key {key!r} for {type(self).__name__}; valid keys: "
+                                 f"{', '.join(sorted(names))}")
+            try:
+                setattr(self, key, parse_value(raw, hints[key]))
+            except ValueError as e:
+                raise ValueError(f"config key {key!r}: {e}") from None
+        return self
+
+    @property
+    def no_aug_start_epoch(self) -> int:
+        """First (0-based) epoch without mosaic/mixup."""
+        return max(self.max_epoch - self.no_aug_epochs, 0)
+
+
+@dataclass
+class YoloxNano(Exp):
+    name: str = "yolox-nano"
+    depth: float = 0.33
+    width: float = 0.25
+    depthwise: bool = True
+    input_size: tuple[int, int] = (416, 416)
+    test_size: tuple[int, int] = (416, 416)
+    random_size: tuple[int, int] | None = (10, 20)
+    mosaic_scale: tuple[float, float] = (0.5, 1.5)
+    mosaic_prob: float = 0.5
+    enable_mixup: bool = False
+
+
+@dataclass
+class YoloxTiny(Exp):
+    name: str = "yolox-tiny"
+    depth: float = 0.33
+    width: float = 0.375
+    input_size: tuple[int, int] = (416, 416)
+    test_size: tuple[int, int] = (416, 416)
+    random_size: tuple[int, int] | None = (10, 20)
+    mosaic_scale: tuple[float, float] = (0.5, 1.5)
+    enable_mixup: bool = False
+
+
+@dataclass
+class YoloxS(Exp):
+    name: str = "yolox-s"
+    depth: float = 0.33
+    width: float = 0.50
+
+
+@dataclass
+class YoloxM(Exp):
+    name: str = "yolox-m"
+    depth: float = 0.67
+    width: float = 0.75
+
+
+@dataclass
+class YoloxL(Exp):
+    name: str = "yolox-l"
+
+
+@dataclass
+class YoloxX(Exp):
+    name: str = "yolox-x"
+    depth: float = 1.33
+    width: float = 1.25
+
+
+EXPS: dict[str, type[Exp]] = {
+    "yolox-nano": YoloxNano, "yolox-tiny": YoloxTiny, "yolox-s": YoloxS,
+    "yolox-m": YoloxM, "yolox-l": YoloxL, "yolox-x": YoloxX,
+}
+
+
+def get_exp(name: str) -> Exp:
+    """A fresh config for ``yolox-nano|tiny|s|m|l|x`` (underscores accepted, as in Megvii's file names)."""
+    key = name.strip().lower().replace("_", "-")
+    if key not in EXPS:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(EXPS)}")
+    return EXPS[key]()
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def parse_value(raw: str, typ):
+    """Parses a command-line string into ``typ`` (bool, int, float, str, tuple[...], X | None)."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if raw.strip().lower() in ("none", "null"):
+            return None
+        return parse_value(raw, args[0])
+    if typ is bool:
+        low = raw.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"expected a boolean (true/false/1/0/yes/no), got {raw!r}")
+    if typ is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+    if typ is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+    if typ is str:
+        return raw
+    if origin is tuple:
+        items = typing.get_args(typ)
+        try:
+            value = ast.literal_eval(raw if raw.strip()[:1] in "([" else f"({raw},)")
+        except (ValueError, SyntaxError):
+            raise ValueError(f"expected a tuple like 640,640, got {raw!r}") from None
+        value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        if len(value) != len(items):
+            raise ValueError(f"expected {len(items)} values, got {raw!r}")
+        return tuple(parse_value(str(v), t) for v, t in zip(value, items))
+    raise ValueError(f"unsupported config type {typ}")
+
+
+def exp_to_dict(exp: Exp) -> dict:
+    """Plain dict of the config (for config.json and checkpoints)."""
+    return dataclasses.asdict(exp)
+
+
+__all__ = ["EXPS", "Exp", "YoloxL", "YoloxM", "YoloxNano", "YoloxS", "YoloxTiny", "YoloxX", "exp_to_dict",
+           "get_exp", "parse_value"]

@@ -1,0 +1,119 @@
+"""Evaluate a YOLOX checkpoint on a COCO split (``yolo_common.evaluation.coco_map``).
+
+    python -m yolox_gaudi.eval --name yolox-s -c runs/yolox-s/checkpoints/best.pt --data_dir /data/COCO \\
+        [--use_hpu --autocast] [-b 32] [--conf 0.001] [--nms 0.65] [--tsize 640] [key value ...]
+
+Official Megvii ``.pth`` files work too (their ``model`` entry). Writes ``metrics.json`` and
+``detections.json`` to ``--out`` (default ``runs/eval/<name>``). Megvii's eval script uses conf 0.001.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m yolox_gaudi.eval", description=__doc__.splitlines()[0])
+    p.add_argument("-n", "--name", "--model-name", dest="name", default="yolox-s")
+    p.add_argument("-c", "--ckpt", "--ckpt-path", dest="ckpt", required=True, help="checkpoint (.pt / .pth)")
+    p.add_argument("--data_dir", "--data-dir", dest="data_dir", default=None,
+                   help="COCO root (default: $YOLOX_DATADIR, else ./datasets/COCO)")
+    p.add_argument("-b", "--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--use_hpu", "--hpu", dest="use_hpu", action="store_true")
+    p.add_argument("--autocast", "--hmp", dest="autocast", action="store_true", help="BF16 autocast")
+    p.add_argument("--fp16", action="store_true", help="fp16 autocast (CUDA)")
+    p.add_argument("--conf", type=float, default=0.001, help="score threshold (Megvii's eval: 0.001)")
+    p.add_argument("--nms", type=float, default=None, help="NMS IoU (default: the config's 0.65)")
+    p.add_argument("--tsize", type=int, default=None, help="test side (default: the config's)")
+    p.add_argument("--split", default=None, help="split (default: the config's val2017)")
+    p.add_argument("--out", default=None, help="output folder (default runs/eval/<name>)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: key value ...")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .config import get_exp
+
+    try:
+        exp = get_exp(args.name).merge(args.opts)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.use_hpu or args.device.startswith("hpu"):
+        from . import hpu
+
+        try:
+            hpu.configure_env(bf16=args.autocast)
+            hpu.import_core()
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    from .trainer import DeviceError, UsageError
+
+    try:
+        metrics = run(args, exp)
+    except (FileNotFoundError, DeviceError, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, float)}, indent=1))
+    return 0
+
+
+def run(args, exp) -> dict:
+    """Loads the checkpoint, evaluates, writes metrics.json / detections.json; returns the metrics."""
+    import os
+    from pathlib import Path
+
+    import torch
+    from yolo_common.checkpoint import load_checkpoint
+    from yolo_common.device import autocast, resolve_device
+
+    from . import hpu
+    from .data import build_eval_loader, load_coco_split
+    from .engine import evaluate
+    from .model import build_model, load_pretrained
+    from .trainer import DeviceError, UsageError, _write_json, setup_logging
+
+    setup_logging(True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.nms is not None:
+        exp.nmsthre = args.nms
+    if args.tsize is not None:
+        exp.test_size = (args.tsize, args.tsize)
+    exp.test_conf = args.conf
+    try:
+        device = resolve_device("hpu" if args.use_hpu else args.device)
+    except RuntimeError as e:
+        raise DeviceError(str(e)) from e
+    data_dir = args.data_dir or os.environ.get("YOLOX_DATADIR") or os.path.join("datasets", "COCO")
+    split = load_coco_split(data_dir, args.split or exp.val_split)
+    if len(split.categories) != exp.num_classes:
+        raise UsageError(f"{data_dir} has {len(split.categories)} categories but num_classes={exp.num_classes}; "
+                         f"add `num_classes {len(split.categories)}`")
+    model = build_model(exp)
+    ck = load_checkpoint(args.ckpt)
+    missing = load_pretrained(model, ck.get("model", ck))
+    if missing:
+        raise UsageError(f"{args.ckpt} does not fit {exp.name} with {exp.num_classes} classes "
+                         f"({len(missing)} tensors missing or of another shape, e.g. {missing[:3]})")
+    model.to(device)
+    precision = "bf16" if args.autocast else "fp16" if args.fp16 else "fp32"
+    amp = (lambda: autocast(device, precision)) if precision != "fp32" else None
+    steps = hpu.HpuSteps() if device.type == "hpu" else None
+    loader = build_eval_loader(split, exp.test_size[0], args.batch_size, min(exp.data_num_workers, os.cpu_count() or 1))
+    metrics, dets = evaluate(model, loader, split, device, exp, amp=amp, steps=steps)
+    out = Path(args.out or Path("runs") / "eval" / exp.name)
+    metrics["checkpoint"] = str(args.ckpt)
+    _write_json(out / "metrics.json", metrics)
+    _write_json(out / "detections.json", dets)
+    return metrics
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The training run: device and process group, data, model, optimiser, the epoch loop, checkpoints.
+
+``run(args, exp)`` is what ``python -m yolox_gaudi.train`` calls once the HPU variables are set and the
+ranks are started. Only rank 0 writes (logs, checkpoints) and evaluates; the others wait at a barrier.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from yolo_common.checkpoint import CheckpointManager, load_checkpoint
+from yolo_common.device import autocast, grad_scaler, resolve_device, seed_everything
+from yolo_common.distributed import barrier, cleanup, init_distributed
+from yolo_common.runlog import RunLogger
+
+from . import hpu
+from .config import exp_to_dict
+from .data import CocoSource, TrainDataset, build_eval_loader, build_train_loader, load_coco_split
+from .engine import TrainState, evaluate, train_one_epoch
+from .loss import YOLOXLoss
+from .model import build_model, load_pretrained
+from .optim import LRScheduler, ModelEMA, build_optimizer
+
+log = logging.getLogger("yolox_gaudi")
+
+
+def setup_logging(is_main: bool) -> None:
+    """Progress lines on rank 0 only (the CLI's choice; the library never configures logging)."""
+    if not log.handlers:
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(h)
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    log.propagate = False
+
+
+def resolve_data_dir(args) -> str:
+    """``--data_dir``, else ``$YOLOX_DATADIR``, else ``./datasets/COCO`` (the port's three ways)."""
+    from .train import DEFAULT_DATA_DIR
+
+    return args.data_dir or os.environ.get("YOLOX_DATADIR") or DEFAULT_DATA_DIR
+
+
+def all_reduce_norm(module: torch.nn.Module) -> None:
+    """Averages BatchNorm running statistics over ranks, so rank 0's evaluation sees every rank's data."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            for buf in (m.running_mean, m.running_var):
+                dist.all_reduce(buf)
+                buf /= dist.get_world_size()
+
+
+class DeviceError(RuntimeError):
+    """The requested device is not there (the message says why); the CLI prints it without a traceback."""
+
+
+class UsageError(ValueError):
+    """A command that cannot work as given (class count, batch split...); printed without a traceback."""
+
+
+def checkpoint_state(model, ema, optimizer, state: TrainState, exp, seed: int) -> dict:
+    """Megvii's keys (``model`` = EMA weights, ``optimizer``, ``start_epoch``, ``best_ap``) + what an exact
+    resume needs (the raw training weights, EMA update count, iteration, seed)."""
+    raw = model.module if hasattr(model, "module") else model
+    return {
+        "model": (ema.ema if ema is not None else raw).state_dict(),
+        "train_model": raw.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "start_epoch": state.epoch,
+        "iteration": state.iteration,
+        "best_ap": state.best_ap,
+        "ema_updates": ema.updates if ema is not None else 0,
+        "exp": exp_to_dict(exp),
+        "seed": seed,
+    }
+
+
+def run(args, exp) -> dict:
+    """Trains per ``exp``; returns the last evaluation's metrics (rank 0) or ``{}``.
+
+    Imported only after ``train.main`` has set the HPU variables (this module imports torch).
+    """
+    from .train import precision_of
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device("hpu" if args.use_hpu else args.device)
+    except RuntimeError as e:
+        raise DeviceError(str(e)) from e
+    info = init_distributed(device)
+    try:
+        return _run(args, exp, device, info, precision_of(args))
+    finally:
+        cleanup()
+
+
+def _run(args, exp, device, info, precision: str) -> dict:
+    setup_logging(info.is_main)
+    if args.devices and info.world_size > 1 and args.devices != info.world_size:
+        raise UsageError(f"--devices {args.devices} but the launcher started {info.world_size} processes")
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    if args.batch_size % info.world_size:
+        raise UsageError(f"--batch-size {args.batch_size} (global) is not divisible by {info.world_size} processes")
+    batch_per_rank = args.batch_size // info.world_size
+    seed = seed_everything(args.seed)
+
+    run_root = Path(exp.output_dir) / (args.experiment_name or exp.name)
+    data_dir = resolve_data_dir(args)
+    if args.synthetic:
+        data_dir = str(run_root / "synthetic" / "coco")
+        if info.is_main:
+            from yolo_common.synthetic import make_synthetic
+
+            make_synthetic(run_root / "synthetic", layouts=("coco",), num_train=args.synthetic_images,
+                           num_val=max(args.synthetic_images // 4, 4), image_size=args.synthetic_size, seed=seed)
+        barrier()
+    train_split = load_coco_split(data_dir, exp.train_split)
+    val_split = load_coco_split(data_dir, exp.val_split)
+    if len(train_split.categories) != exp.num_classes:
+        ann = train_split.annotation_files[0] if train_split.annotation_files else data_dir
+        raise UsageError(f"{ann} has {len(train_split.categories)} categories but num_classes={exp.num_classes}; "
+                         f"add `num_classes {len(train_split.categories)}` to the command")
+
+    loss_on_cpu = args.loss_on_cpu if args.loss_on_cpu is not None else device.type == "hpu"
+    steps = hpu.HpuSteps() if device.type == "hpu" else hpu.NoSteps()  # lazy from PT_HPU_LAZY_MODE
+    amp = (lambda: autocast(device, precision)) if precision != "fp32" else None
+    scaler = grad_scaler(device, precision) if device.type == "cuda" and precision == "fp16" else None
+
+    model = build_model(exp)
+    if args.ckpt and not args.resume:
+        ck = load_checkpoint(args.ckpt)
+        skipped = load_pretrained(model, ck.get("model", ck))
+        log.info("loaded %s (%d tensors not loaded%s)", args.ckpt, len(skipped),
+                 f", e.g. {skipped[:3]}" if skipped else "")
+    model.to(device)
+
+    source = CocoSource(train_split)
+    dataset = TrainDataset(source, exp, seed)
+    loader = build_train_loader(dataset, batch_per_rank, info.rank, info.world_size, seed, exp.data_num_workers)
+    iters_per_epoch = len(loader)
+    if iters_per_epoch == 0:
+        raise UsageError(f"{len(source)} training images are fewer than one global batch of {args.batch_size}")
+    lr = exp.basic_lr_per_img * args.batch_size
+    lr_fn = LRScheduler(exp, lr, iters_per_epoch)
+    optimizer = build_optimizer(model, exp, lr, hpu.fused_sgd_class() if device.type == "hpu" else None)
+    state = TrainState(input_size=int(exp.input_size[0]))
+
+    ckpts = CheckpointManager(run_root / "checkpoints", keep_history=-1 if exp.save_history_ckpt else 0)
+    ema_updates = 0
+    if args.resume:
+        path = args.ckpt or ckpts.last_path
+        ck = load_checkpoint(path)
+        model.load_state_dict(ck.get("train_model", ck["model"]))
+        optimizer.load_state_dict(ck["optimizer"])
+        state.epoch, state.iteration = int(ck["start_epoch"]), int(ck.get("iteration", 0))
+        state.best_ap = float(ck.get("best_ap", 0.0))
+        ema_updates = int(ck.get("ema_updates", state.iteration))
+        if args.start_epoch is not None:
+            state.epoch = args.start_epoch
+        log.info("resumed %s at epoch %d, iteration %d", path, state.epoch + 1, state.iteration)
+    ema = None
+    if exp.ema:
+        fused = hpu.fused_ema_class() if device.type == "hpu" else None
+        ema = (fused or ModelEMA)(model, exp.ema_decay)
+        ema.updates = ema_updates
+        if args.resume:
+            ema.ema.load_state_dict(ck["model"])
+    for g in optimizer.param_groups:
+        g["lr"] = lr_fn(state.iteration)
+
+    train_model = model
+    if info.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # broadcast_buffers=False: each rank keeps its own BN statistics (averaged before eval), as the port.
+        train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                          broadcast_buffers=False, gradient_as_bucket_view=True)
+        num_fg_reduce = _reduce_via(device)
+    else:
+        num_fg_reduce = None
+    loss_fn = YOLOXLoss(exp.num_classes, num_fg_reduce=num_fg_reduce)
+
+    config = {"exp": exp_to_dict(exp), "args": vars(args), "seed": seed, "device": str(device),
+              "precision": precision, "world_size": info.world_size, "launcher": info.launcher,
+              "batch_per_rank": batch_per_rank, "lr": lr, "iters_per_epoch": iters_per_epoch,
+              "loss_on_cpu": loss_on_cpu, "data_dir": str(data_dir),
+              "hpu_env": {k: v for k, v in os.environ.items() if k.startswith("PT_HPU_")}}
+    run = RunLogger(run_root, config, rank=info.rank, report_to="wandb" if args.logger == "wandb" else None,
+                    wandb_project="yolox-gaudi", wandb_run_name=run_root.name)
+    eval_loader = build_eval_loader(val_split, exp.test_size[0], batch_per_rank, exp.data_num_workers)
+    log.info("%s on %s x%d (%s), global batch %d, %d iters/epoch, lr %.4g, run folder %s",
+             exp.name, device, info.world_size, precision, args.batch_size, iters_per_epoch, lr, run_root)
+
+    max_iters = exp.steps if exp.steps > 0 else None
+    metrics: dict = {}
+    try:
+        while state.epoch < exp.max_epoch:
+            epoch = state.epoch
+            no_aug = epoch >= exp.no_aug_start_epoch
+            dataset.epoch = epoch
+            dataset.enable_mosaic = not no_aug
+            loss_fn.use_l1 = no_aug
+            loader.sampler.set_epoch(epoch)
+            t0 = time.perf_counter()
+            stats = train_one_epoch(train_model, loss_fn, optimizer, loader, device, epoch=epoch, exp=exp,
+                                    state=state, lr_fn=lr_fn, ema=ema, steps=steps, amp=amp, scaler=scaler,
+                                    loss_on_cpu=loss_on_cpu, multiscale=not args.noresize, seed=seed, run=run,
+                                    global_batch=args.batch_size, max_iters=max_iters, is_main=info.is_main)
+            state.epoch += 1
+            stopping = max_iters is not None and state.iteration >= max_iters
+            log.info("average throughput for epoch_%d: %.1f img/sec (%.0f s)", epoch + 1, stats["images_per_s"],
+                     time.perf_counter() - t0)
+            last = state.epoch >= exp.max_epoch or stopping
+            do_eval = no_aug or last or state.epoch % exp.eval_interval == 0
+            ap = None
+            if do_eval:
+                eval_model = ema.ema if ema is not None else model
+                all_reduce_norm(eval_model)
+                if info.is_main:
+                    metrics, dets = evaluate(eval_model, eval_loader, val_split, device, exp, amp=amp, steps=steps)
+                    ap = metrics["AP"]
+                    state.best_ap = max(state.best_ap, ap)
+                    run.log_eval(state.iteration, state.epoch, **{k: v for k, v in metrics.items()
+                                                                  if isinstance(v, float)})
+                    _write_json(run.root / "eval" / "metrics.json", metrics)
+                    _write_json(run.root / "eval" / "detections.json", dets)
+                    log.info("eval epoch %d: AP %.4f AP50 %.4f (%.1f img/s)", state.epoch, ap, metrics["AP50"],
+                             metrics["total_images_per_s"])
+                barrier()
+            if info.is_main:
+                ckpts.save(checkpoint_state(model, ema, optimizer, state, exp, seed), epoch=state.epoch,
+                           metric=ap)
+            barrier()
+            if stopping:
+                log.info("stopping after %d iterations (steps %d)", state.iteration, exp.steps)
+                break
+    finally:
+        if info.is_main and metrics:
+            rows = [{"metric": k, "value": v} for k, v in metrics.items() if isinstance(v, float)]
+            run.write_summary({"Evaluation (EMA weights)": rows,
+                               "Run": [{"model": exp.name, "epochs": state.epoch, "iterations": state.iteration,
+                                        "device": str(device), "precision": precision,
+                                        "world_size": info.world_size, "seed": seed}]},
+                              title=f"{exp.name} on {device}")
+        run.close()
+    return metrics
+
+
+def _reduce_via(device):
+    """Averages a CPU scalar over ranks through ``device`` (hccl/nccl only reduce device tensors)."""
+    from yolo_common.distributed import all_reduce_mean
+
+    def reduce(t: torch.Tensor) -> torch.Tensor:
+        return all_reduce_mean(t.to(device)).to(t.device)
+
+    return reduce
+
+
+def _write_json(path: Path, obj) -> None:
+    import json
+
+    from yolo_common.runlog import to_jsonable
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(to_jsonable(obj)))
+    os.replace(tmp, path)
+
+
+__all__ = ["all_reduce_norm", "checkpoint_state", "resolve_data_dir", "run"]

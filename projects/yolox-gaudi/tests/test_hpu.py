@@ -1,0 +1,166 @@
+"""The HPU seam without Habana: env set-up, the clear errors, and mark_step ordering via a recording fake."""
+
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+
+from yolox_gaudi import hpu
+from yolox_gaudi.config import get_exp
+from yolox_gaudi.engine import TrainState, train_one_epoch
+from yolox_gaudi.loss import YOLOXLoss
+from yolox_gaudi.model import build_model
+
+HAS_HABANA = False
+try:
+    import habana_frameworks  # noqa: F401
+    HAS_HABANA = True
+except ImportError:
+    pass
+
+
+def test_hmp_flags_map_to_autocast_lists(tmp_path):
+    env = {}
+    bf16 = tmp_path / "b.txt"
+    bf16.write_text("conv2d\n")
+    out = hpu.configure_env(bf16=True, bf16_list=str(bf16), environ=env, modules={})
+    assert env[hpu.LOWER_LIST_VAR] == str(bf16.resolve())
+    # the seed's ./ops_fp32_yolox.txt does not exist here: the project's configs/ copy is used
+    assert env[hpu.FP32_LIST_VAR] == str(hpu.project_configs_dir() / "ops_fp32_yolox.txt")
+    assert env["PT_HPU_LAZY_MODE"] == "1" and env["PT_HPU_MAX_COMPOUND_OP_SIZE"] == "100"
+    assert out == env
+    ops = (hpu.project_configs_dir() / "ops_bf16_yolox.txt").read_text().split()
+    assert {"conv2d", "batch_norm", "sigmoid", "max_pool2d"} <= set(ops)
+
+
+def test_environment_wins_over_defaults_but_not_over_flags():
+    env = {"PT_HPU_LAZY_MODE": "0", hpu.LOWER_LIST_VAR: "/mine/bf16.txt"}
+    hpu.configure_env(bf16=True, environ=env, modules={})
+    assert env["PT_HPU_LAZY_MODE"] == "0" and env[hpu.LOWER_LIST_VAR] == "/mine/bf16.txt"
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        hpu.configure_env(bf16=True, bf16_list="/x/nope.txt", environ=env, modules={})
+
+
+def test_refuses_when_bridge_already_loaded():
+    loaded = {"habana_frameworks.torch": types.ModuleType("habana_frameworks.torch")}
+    with pytest.raises(RuntimeError, match="imported before"):
+        hpu.configure_env(bf16=True, environ={}, modules=loaded)
+    # nothing to change (activate.sh already set everything) -> fine even when loaded
+    env = hpu.desired_env(bf16=True, environ={})
+    assert hpu.configure_env(bf16=True, environ=dict(env), modules=loaded) == env
+
+
+@pytest.mark.skipif(HAS_HABANA, reason="Habana stack installed")
+def test_missing_habana_is_clear():
+    with pytest.raises(RuntimeError, match="envs/gaudi"):
+        hpu.import_core()
+    with pytest.raises(RuntimeError, match="envs/gaudi"):
+        hpu.HpuSteps()
+    assert hpu.fused_sgd_class() is None and hpu.fused_ema_class() is None
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def mark_step(self):
+        self.calls.append("mark_step")
+
+
+class _RecordingSGD(torch.optim.SGD):
+    def __init__(self, params, calls, **kw):
+        super().__init__(params, **kw)
+        self._calls = calls
+
+    def step(self, closure=None):
+        self._calls.append("optimizer.step")
+        return super().step(closure)
+
+    def zero_grad(self, set_to_none=True):
+        self._calls.append("zero_grad")
+        return super().zero_grad(set_to_none)
+
+
+def test_mark_step_ordering_with_recording_fake(monkeypatch):
+    fake = _Recorder()
+    # Injected as the real module name: HpuSteps imports habana_frameworks.torch.core through sys.modules.
+    for name in ("habana_frameworks", "habana_frameworks.torch"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    core = types.ModuleType("habana_frameworks.torch.core")
+    core.mark_step = fake.mark_step
+    monkeypatch.setitem(sys.modules, "habana_frameworks.torch.core", core)
+    steps = hpu.HpuSteps(lazy=True)
+    assert steps.core is core
+
+    exp = get_exp("yolox-nano").merge(["num_classes", "2", "print_interval", "100", "multiscale_range", "0"])
+    model = build_model(exp)
+    # backward is recorded when the first layer's weight gets its gradient (the end of backward)
+    model.backbone.backbone.stem.conv.conv.weight.register_hook(lambda g: fake.calls.append("backward"))
+    opt = _RecordingSGD(model.parameters(), fake.calls, lr=0.0)
+    targets = torch.zeros(2, 4, 5)
+    targets[:, 0] = torch.tensor([1, 16, 16, 12, 10])
+    loader = [(torch.rand(2, 3, 32, 32) * 255, targets, [0, 1])] * 2
+    state = TrainState(input_size=32)
+    train_one_epoch(model, YOLOXLoss(2), opt, loader, torch.device("cpu"), epoch=0, exp=exp, state=state,
+                    lr_fn=lambda it: 0.0, steps=steps, multiscale=False, loss_on_cpu=True)
+    one = ["backward", "mark_step", "optimizer.step", "mark_step", "zero_grad"]
+    # the progress line at the epoch end adds one sync mark_step after the last iteration
+    assert fake.calls == one + one + ["mark_step"]
+    assert state.iteration == 2
+
+
+def _run_cli(args, **kw):
+    return subprocess.run([sys.executable, "-m", "yolox_gaudi.train", *args], capture_output=True, text=True,
+                          timeout=120, **kw)
+
+
+SEED_BF16_1HPU = ("--name yolox-s --batch-size 8 --data_dir /data/COCO --use_hpu --hmp --hmp-opt-level O1 "
+                  "--hmp-fp32 ./ops_fp32_yolox.txt --hmp-bf16 ./ops_bf16_yolox.txt steps 500 output_dir ./yolox_output")
+SEED_BF16_8HPU = ("--name yolox-s --devices 8 --batch-size 64 --data_dir /data/COCO --use_hpu --hmp --hmp-opt-level O1 "
+                  "--hmp-fp32 ./ops_fp32_yolox.txt --hmp-bf16 ./ops_bf16_yolox.txt print_interval 100 max_epoch 300 "
+                  "save_history_ckpt False eval_interval 300 output_dir ./yolox_output")
+SEED_FP32_8HPU = ("--name yolox-s --devices 8 --batch-size 64 --data_dir /data/COCO --use_hpu max_epoch 2 "
+                  "output_dir ./yolox_output")
+HEAD_1HPU = "--model-name yolox-s --devices 1 --batch-size 16 --data-dir /data/COCO --hpu --autocast"
+
+
+@pytest.mark.parametrize("line", [SEED_BF16_1HPU, SEED_BF16_8HPU, SEED_FP32_8HPU, HEAD_1HPU])
+def test_seed_command_lines_parse(line):
+    from yolox_gaudi.train import parse_args, precision_of
+
+    args = parse_args(line.split())
+    exp = get_exp(args.name).merge(args.opts)
+    assert args.use_hpu and args.name == "yolox-s" and args.data_dir == "/data/COCO"
+    assert precision_of(args) == ("fp32" if "max_epoch 2" in line else "bf16")
+    if "save_history_ckpt False" in line:
+        assert exp.save_history_ckpt is False and exp.max_epoch == 300 and exp.eval_interval == 300
+    if "steps 500" in line:
+        assert exp.steps == 500 and exp.output_dir == "./yolox_output"
+
+
+@pytest.mark.skipif(HAS_HABANA, reason="Habana stack installed")
+@pytest.mark.parametrize("line", [SEED_BF16_1HPU, SEED_BF16_8HPU])
+def test_use_hpu_without_habana_stops_with_the_install_hint(line, tmp_path):
+    r = _run_cli(line.split(), cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "habana_frameworks" in r.stderr and "envs/gaudi" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "yolox_output").exists()   # stopped before touching anything
+
+
+def test_flag_after_overrides_is_a_clear_error():
+    from yolox_gaudi.train import parse_args
+
+    with pytest.raises(SystemExit, match="--data_dir comes after"):
+        parse_args(["--name", "yolox-s", "max_epoch", "3", "--data_dir", "/x"])
+
+
+def test_cli_path_imports_no_torch_before_the_hpu_env_is_set():
+    # train.main must be able to write PT_HPU_* before torch (which may autoload the bridge) is imported.
+    code = ("import sys, yolox_gaudi.train, yolox_gaudi.hpu, yolox_gaudi.config; "
+            "from yolox_gaudi.train import parse_args; parse_args(['--use_hpu']); "
+            "print(sorted(m for m in ('torch', 'habana_frameworks') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
