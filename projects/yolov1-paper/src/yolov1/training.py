@@ -1,0 +1,67 @@
+"""Pieces both training CLIs share: accelerator, run folder, data loaders, schedule from a config."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from .scheduler import StepSchedule
+
+
+def build_accelerator(cpu: bool = False, mixed_precision: str = "no"):
+    """An ``Accelerator`` for this process; falls back to the CPU when no GPU is visible.
+
+    Works the same under ``accelerate launch`` (multi-GPU: it reads the launcher's environment) and
+    plain ``python -m`` (one process, no ``accelerate config`` needed).
+    """
+    from accelerate import Accelerator
+
+    use_cpu = cpu or not torch.cuda.is_available()
+    return Accelerator(cpu=use_cpu, mixed_precision=mixed_precision)
+
+
+def release_accelerator(accelerator) -> None:
+    """Forgets accelerate's process-wide state after a single-process run, so that another run can
+    start in the same Python process (the smoke pipeline, tests). No-op for multi-process runs."""
+    if accelerator.num_processes == 1:
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+
+def run_directory(accelerator, output_dir: str, run_name: str) -> Path:
+    """``output_dir/run_name`` (a timestamp when empty), the same on every process."""
+    from accelerate.utils import broadcast_object_list
+
+    name = [run_name or time.strftime("%Y%m%d-%H%M%S")]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(name)  # every rank must write to the folder rank 0 named
+    return Path(output_dir) / name[0]
+
+
+def schedule_from(cfg) -> StepSchedule:
+    """The warm-up + step schedule a config describes."""
+    return StepSchedule(lr=cfg.lr, warmup_epochs=cfg.warmup_epochs, warmup_start=cfg.warmup_start,
+                        milestones=tuple(float(m) for m in cfg.lr_milestones), gamma=cfg.lr_gamma)
+
+
+def make_loader(dataset, batch_size: int, *, train: bool, num_workers: int, seed: int, collate_fn=None) -> DataLoader:
+    """A DataLoader with seeded shuffling; ``drop_last`` in training (a 1-image last batch is all noise)."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+    workers = max(0, int(num_workers))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
+                      num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+                      collate_fn=collate_fn, generator=g)
+
+
+def wandb_kwargs(cfg, run_dir: Path) -> dict:
+    """``RunLogger`` keyword arguments for the optional W&B mirror."""
+    if not cfg.wandb:
+        return {}
+    return {"report_to": "wandb", "wandb_project": cfg.wandb_project, "wandb_run_name": run_dir.name,
+            "wandb_mode": cfg.wandb_mode}
