@@ -14,49 +14,20 @@ error that lists the valid ones, so a typo never silently trains the default.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from yolo_common.config import parse_bool, parse_value  # noqa: F401 (parse_bool re-exported)
+
 T = TypeVar("T")
 
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f"}
-
-
-def parse_bool(text: str) -> bool:
-    """``true/false/1/0/yes/no/on/off`` (any case) to a bool; anything else is an error."""
-    key = text.strip().lower()
-    if key in _TRUE:
-        return True
-    if key in _FALSE:
-        return False
-    raise ValueError(f"not a boolean: {text!r} (use true/false)")
-
-
-def _coerce(text: str, tp: Any, name: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Union or origin is types.UnionType:  # Optional[X] / X | None
-        if text.strip().lower() in ("none", "null", ""):
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        return _coerce(text, non_none[0], name)
-    if origin in (tuple, list, Sequence):
-        items = [s.strip() for s in text.split(",") if s.strip()]
-        item_tp = args[0] if args else str
-        values = [_coerce(s, item_tp, name) for s in items]
-        return tuple(values) if origin is tuple else values
-    if tp is bool:
-        return parse_bool(text)
-    if tp in (int, float, str):
-        try:
-            return tp(text)
-        except ValueError as e:
-            raise ValueError(f"{name}={text!r}: expected {tp.__name__}") from e
-    raise TypeError(f"{name}: cannot parse a value of type {tp!r} from the command line")
+def _parse_field(text: str, tp: Any, key: str) -> Any:
+    try:
+        return parse_value(text, tp)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{key}={text!r}: {e}") from None
 
 
 def apply_overrides(config: T, overrides: Sequence[str]) -> T:
@@ -86,7 +57,7 @@ def apply_overrides(config: T, overrides: Sequence[str]) -> T:
         if leaf not in {f.name for f in dataclasses.fields(target)}:
             valid = ", ".join(sorted(_all_keys(config)))
             raise ValueError(f"unknown config key {key!r}; valid keys: {valid}")
-        setattr(target, leaf, _coerce(value, hints[leaf], key))
+        setattr(target, leaf, _parse_field(value, hints[leaf], key))
     if hasattr(config, "validate"):
         config.validate()
     return config

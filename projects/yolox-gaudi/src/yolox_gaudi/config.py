@@ -8,11 +8,11 @@ is an error, and an unknown key is an error naming the valid ones.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass
+
+from yolo_common.config import parse_value  # typed string -> field (bools parsed explicitly)
 
 
 @dataclass
@@ -161,50 +161,6 @@ def get_exp(name: str) -> Exp:
     if key not in EXPS:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(EXPS)}")
     return EXPS[key]()
-
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def parse_value(raw: str, typ):
-    """Parses a command-line string into ``typ`` (bool, int, float, str, tuple[...], X | None)."""
-    origin = typing.get_origin(typ)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(typ) if a is not type(None)]
-        if raw.strip().lower() in ("none", "null"):
-            return None
-        return parse_value(raw, args[0])
-    if typ is bool:
-        low = raw.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ValueError(f"expected a boolean (true/false/1/0/yes/no), got {raw!r}")
-    if typ is int:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"expected an integer, got {raw!r}") from None
-    if typ is float:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"expected a number, got {raw!r}") from None
-    if typ is str:
-        return raw
-    if origin is tuple:
-        items = typing.get_args(typ)
-        try:
-            value = ast.literal_eval(raw if raw.strip()[:1] in "([" else f"({raw},)")
-        except (ValueError, SyntaxError):
-            raise ValueError(f"expected a tuple like 640,640, got {raw!r}") from None
-        value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-        if len(value) != len(items):
-            raise ValueError(f"expected {len(items)} values, got {raw!r}")
-        return tuple(parse_value(str(v), t) for v, t in zip(value, items))
-    raise ValueError(f"unsupported config type {typ}")
 
 
 def exp_to_dict(exp: Exp) -> dict:
