@@ -4,7 +4,7 @@ Filled shapes of random colour and size on a noisy gradient; every box is the ti
 shape's mask, so a detector can in principle reach mAP ~1. Same seed -> byte-identical annotation files.
 Used by tests and smoke runs of every project:
 
-    python -m yolo_common.synthetic --out /tmp/shapes --num-train 64 --num-val 16
+    python -m yolo_common.synthetic --out runs/shapes --num-train 64 --num-val 16
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The whole workflow on CPU in minutes: tiny pretrain -> extract backbone -> detection -> VOC/COCO mAP.
 
     python -m yolov1.smoke                      # output under runs/smoke/ (git-ignored)
-    python -m yolov1.smoke --out /tmp/s --det-epochs 2
+    python -m yolov1.smoke --out runs/smoke-quick --det-epochs 2
 
 1. ``yolo_common.synthetic`` writes a shapes detection set in the VOC layout (its own class names).
 2. An ImageNet-100-style folder (``Labels.json``, ``train.X1``, ``train.X2``, ``val.X``) is cut from it:
