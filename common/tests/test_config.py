@@ -31,4 +31,9 @@ def test_bad_values_say_what_was_expected(text, tp, match):
 def test_unsupported_type_is_a_type_error():
     with pytest.raises(TypeError):
         parse_value("1", dict)
-    assert parse_bool(" YES ") is True
+
+
+def test_parse_bool_ignores_case_and_whitespace():
+    assert parse_bool(" YES ") is True and parse_bool("Off") is False
+    with pytest.raises(ValueError, match="boolean"):
+        parse_bool("")

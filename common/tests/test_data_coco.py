@@ -108,6 +108,8 @@ def test_missing_image_file_skipped(tmp_path):
     (tmp_path / "val2017" / "a.png").unlink()
     split = read_coco(tmp_path)
     assert len(split) == 0 and split.skipped.counts["image file missing"] == 1
+    # verify_images carries the reader's counts over into its result.
+    assert verify_images(split, progress=False).skipped.counts == {"image file missing": 1}
 
 
 def test_verify_images_drops_undecodable(synthetic_paths, tmp_path, caplog):

@@ -301,7 +301,7 @@ def synthetic_one(tmp_path_factory) -> dict:
 
 @pytest.mark.parametrize("layout", ["coco", "yolo"])
 def test_cheating_model_on_synthetic_layouts(tmp_path, synthetic_one, layout):
-    """Same proof through helper A's reader: COCO ids start at 1, YOLO ids at 0."""
+    """Same proof through the yolo_common.data readers: COCO ids start at 1, YOLO ids at 0."""
     from yolo_common.data import load_split
 
     split = load_split(synthetic_one[layout], "val")

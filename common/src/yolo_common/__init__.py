@@ -13,6 +13,7 @@ torch settings). Map of the package:
 - ``yolo_common.runlog``: run-root layout, JSONL/TensorBoard/curves, summary tables, optional W&B.
 - ``yolo_common.device`` / ``yolo_common.distributed``: device resolution, autocast, torch.distributed, seeding.
 - ``yolo_common.checkpoint``: atomic save, safe load, last/best.
+- ``yolo_common.config``: typed parsing of command-line override strings (``parse_value``).
 """
 
 __version__ = "0.1.0"

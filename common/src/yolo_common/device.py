@@ -15,6 +15,7 @@ import os
 import random
 import warnings
 
+import numpy as np
 import torch
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -155,8 +156,8 @@ def seed_everything(seed: int | None = None, deterministic: bool = False) -> int
             ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (needed by deterministic cuBLAS). This costs speed
             (no cudnn autotuning, slower deterministic kernels), and the first call costs ~5 s more
             because torch imports ``torch._inductor`` inside ``use_deterministic_algorithms``.
-            ``False`` leaves these settings as they are rather than resetting them. ``PYTHONHASHSEED`` cannot be changed from inside a
-            running process and is not touched.
+            ``False`` leaves these settings as they are rather than resetting them.
+            ``PYTHONHASHSEED`` cannot be changed from inside a running process and is not touched.
 
     Returns:
         The seed used; record it in the run config.
@@ -167,14 +168,8 @@ def seed_everything(seed: int | None = None, deterministic: bool = False) -> int
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
     random.seed(seed)
-    try:
-        import numpy as np
-    except ImportError:  # numpy is a dependency, but seeding torch alone is still useful without it
-        pass
-    else:
-        np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every cuda device
-    torch.cuda.manual_seed_all(seed)  # lazy: queued until cuda initialises, free without cuda
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every cuda device (lazily, so free without cuda)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.deterministic = True

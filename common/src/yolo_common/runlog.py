@@ -291,6 +291,7 @@ class RunLogger:
         wandb_project, wandb_run_name, wandb_mode: forwarded to ``wandb.init``
             (``wandb_mode="offline"`` or env ``WANDB_MODE=offline`` logs without network).
         wandb_kwargs: any other ``wandb.init`` arguments (entity, tags, group...).
+        curves_on_close: write ``curves/loss.{csv,png}`` from ``logs/train.jsonl`` in ``close()``.
 
     W&B is best effort: if the package is missing or ``wandb.init`` fails (no login, no network) one
     ``RuntimeWarning`` is emitted and local logging carries on.
@@ -530,6 +531,3 @@ class RunLogger:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
 
-
-# The brief's other name for the same thing.
-RunDir = RunLogger

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors import safe_open
@@ -68,3 +70,25 @@ def test_extract_errors(tmp_path):
 def test_strip_wrappers():
     s = strip_wrappers({"_orig_mod.module.backbone.x": 1, "backbone.y": 2})
     assert s == {"backbone.x": 1, "backbone.y": 2}
+
+
+@pytest.mark.slow
+def test_pretrain_resume_continues_the_run(tmp_path):
+    from yolov1 import pretrain_train
+    from yolov1.imagenet100 import write_tiny_imagenet
+
+    data = write_tiny_imagenet(tmp_path / "in100", ["n00000002", "n00000001"], images_per_class=4, size=40)
+    common = [f"data_root={data}", f"output_dir={tmp_path}", "image_size=32", "width=0.125", "batch_size=4",
+              "num_workers=0", "verify_images=false", "log_every=1", "lr_milestones=5"]
+    first = pretrain_train.main([*common, "run_name=a", "epochs=1"])
+    step0 = read_meta(first["run_dir"] / "checkpoints" / "epoch_0000")["step"]
+    assert step0 == 2  # 8 images, batch 4
+    second = pretrain_train.main([*common, "run_name=b", "epochs=2", f"resume_from={first['run_dir']}"])
+    dirs = checkpoint_dirs(second["run_dir"])
+    assert [d.name for d in dirs] == ["epoch_0001"]  # epoch 0 came from the checkpoint; only epoch 1 ran
+    assert read_meta(dirs[-1])["step"] == 2 * step0 and "top1" in second["metrics"]
+    # a Labels.json in another order would silently permute the labels: refused
+    labels = data / "Labels.json"
+    labels.write_text(json.dumps(dict(reversed(list(json.loads(labels.read_text()).items())))))
+    with pytest.raises(ValueError, match="another class order"):
+        pretrain_train.main([*common, "run_name=c", "epochs=2", f"resume_from={first['run_dir']}"])

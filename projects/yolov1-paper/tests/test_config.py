@@ -75,5 +75,14 @@ def test_shipped_config_files_parse():
     files = sorted(configs.glob("*.args"))
     assert files
     for f in files:
-        target = PretrainConfig() if f.name.startswith("pretrain") else DetectionConfig()
-        apply_overrides(target, [f"@{f}"])
+        # rtx5090.args is shared by both pixi tasks, so it must parse for both configs
+        targets = [PretrainConfig(), DetectionConfig()] if f.name == "rtx5090.args" else [
+            PretrainConfig() if f.name.startswith("pretrain") else DetectionConfig()]
+        for target in targets:
+            apply_overrides(target, [f"@{f}"])
+    # the exact combinations the yolov1-pretrain / yolov1-detect tasks pass
+    gpu = f"@{configs / 'rtx5090.args'}"
+    pre = apply_overrides(PretrainConfig(), [f"@{configs / 'pretrain_imagenet100.args'}", gpu])
+    det = apply_overrides(DetectionConfig(), [f"@{configs / 'detect_voc0712.args'}", gpu])
+    assert pre.mixed_precision == det.mixed_precision == "bf16" and pre.num_workers == det.num_workers == 12
+    assert det.train_split == "2007:trainval,2012:trainval" and det.val_split == "2007:test"

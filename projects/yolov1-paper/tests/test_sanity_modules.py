@@ -26,3 +26,23 @@ def test_dataset_modules(capsys):
     imagenet100.main(["--size", "32"])
     out = capsys.readouterr().out
     assert out.count("self-check: OK") == 2 and "target boxes (4, 2, 2, 2, 4)" in out
+
+
+def test_progress_bars_throttled_without_a_terminal(monkeypatch):
+    import io
+    import sys
+
+    from yolov1.engine import progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file / CI: one line per 30 s at most
+    bar = progress(range(3))
+    assert bar.mininterval == 30 and bar.maxinterval >= 30
+    bar.close()
+    monkeypatch.setattr(sys, "stderr", Tty())  # a terminal: tqdm's usual live redraw
+    bar = progress(range(3))
+    assert bar.mininterval < 1
+    bar.close()

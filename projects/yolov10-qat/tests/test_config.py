@@ -52,3 +52,12 @@ def test_import_is_light_and_changes_no_environment():
             " dict(os.environ) == before)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[] True"
+
+
+def test_cli_flags_override_the_preset():
+    from yolov10_qat.cli import build_parser, config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["run", "--preset", "full", "--no-amp", "--epochs", "3",
+                                                      "--scheme", "w4-fl8"]))
+    assert (cfg.amp, cfg.epochs, cfg.scheme, cfg.model) == (False, 3, "w4-fl8", "yolov10m.yaml")
+    assert config_from_args(build_parser().parse_args(["run", "--preset", "full"])).amp is True

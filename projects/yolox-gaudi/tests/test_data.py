@@ -42,8 +42,7 @@ def test_plain_sample_matches_eval_letterbox(synthetic_coco, source):
     ds.enable_mosaic = False
     ev = EvalDataset(source.split, 96)
     torch.testing.assert_close(ds[2][0], ev[2][0])          # train and eval make pixels the same way
-    ex = ev[2][0]
-    assert torch.equal(ex[:, -1, -1], ex[:, -1, -1])        # shape sanity
+    assert ev[2][0].shape == (3, 96, 96)
     rec = source.split.records[2]
     t = ds[2][1]
     n = len(rec.boxes)

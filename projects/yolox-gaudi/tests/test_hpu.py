@@ -157,10 +157,19 @@ def test_flag_after_overrides_is_a_clear_error():
         parse_args(["--name", "yolox-s", "max_epoch", "3", "--data_dir", "/x"])
 
 
+def test_use_lazy_mode_parses_booleans():
+    from yolox_gaudi.train import parse_args
+
+    assert parse_args(["--use_lazy_mode", "False"]).use_lazy_mode is False
+    assert parse_args(["--use_lazy_mode", "1"]).use_lazy_mode is True
+    with pytest.raises(SystemExit):
+        parse_args(["--use_lazy_mode", "maybe"])
+
+
 def test_cli_path_imports_no_torch_before_the_hpu_env_is_set():
     # train.main must be able to write PT_HPU_* before torch (which may autoload the bridge) is imported.
     code = ("import sys, yolox_gaudi.train, yolox_gaudi.hpu, yolox_gaudi.config; "
-            "from yolox_gaudi.train import parse_args; parse_args(['--use_hpu']); "
+            "from yolox_gaudi.train import parse_args; parse_args(['--use_hpu', '--use_lazy_mode', 'False']); "
             "print(sorted(m for m in ('torch', 'habana_frameworks') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -12,7 +12,8 @@ def detect_layout(path: str | Path) -> str:
     """"yolo", "coco" or "voc" for ``path``, judged from what is on disk.
 
     A ``.yaml``/``.yml`` file or a directory holding ``data.yaml`` is YOLO; a directory holding
-    ``annotations/`` is COCO; ``VOCdevkit``, a directory holding it, or a ``VOC<year>`` directory is VOC.
+    ``annotations/`` is COCO; ``VOCdevkit``, a directory holding it, or a directory holding ``ImageSets/``
+    (a ``VOC<year>`` folder) is VOC.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.

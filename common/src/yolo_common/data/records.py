@@ -67,6 +67,11 @@ class SkipCounter:
         self.counts[reason] += n
         self.examples.setdefault(reason, example)
 
+    def update(self, other: SkipCounter) -> None:
+        """Adds ``other``'s counts (the first example seen per reason is kept)."""
+        for reason, n in other.counts.items():
+            self.add(reason, other.examples.get(reason, ""), n)
+
     def summary(self) -> str:
         if not self.counts:
             return "nothing skipped"

@@ -27,9 +27,9 @@ def _read_names(path: Path) -> list[str]:
 
 
 def find_voc_dir(root: str | Path, year: str = "2012") -> Path:
-    """The ``VOC<year>`` directory for ``root`` = its parent of ``VOCdevkit``, ``VOCdevkit`` or ``VOC<year>`` itself.
+    """The ``VOC<year>`` directory for ``root``: the folder holding ``VOCdevkit``, ``VOCdevkit``, or ``VOC<year>`` itself.
 
-    When ``root`` already is a VOC directory (has ``ImageSets/``), it is used whatever its year.
+    When ``root`` already is a VOC directory (has ``ImageSets/`` or ``Annotations/``), it is used whatever its year.
 
     Raises:
         FileNotFoundError: none of the three shapes matches (the message lists what was tried).

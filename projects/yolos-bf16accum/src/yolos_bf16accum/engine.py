@@ -136,7 +136,10 @@ def evaluate(model, data_loader, device, gt: dict, label_to_cat: dict[int, int],
 
     model.eval()
     detections, loss_sum, n = [], 0.0, 0
-    for pixels, targets in data_loader:
+    t0, num_batches = time.time(), len(data_loader)
+    # COCO val is 625 batches of 8; with patched (emulated) layers a batch can take seconds: report progress.
+    report_every = max(1, num_batches // 10)
+    for b, (pixels, targets) in enumerate(data_loader):
         pixels = pixels.to(device, non_blocking=True)
         targets = move_targets(targets, device)
         with autocast(device, precision):
@@ -152,6 +155,10 @@ def evaluate(model, data_loader, device, gt: dict, label_to_cat: dict[int, int],
                     continue
                 detections.append({"image_id": int(t["image_id"]), "category_id": cat,
                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+        if num_batches >= 20 and (b + 1) % report_every == 0 and b + 1 < num_batches:
+            elapsed = time.time() - t0
+            log.info("eval batch %d/%d (%.2f s/batch, ETA %.0f s)", b + 1, num_batches, elapsed / (b + 1),
+                     elapsed / (b + 1) * (num_batches - b - 1))
     metrics = coco_map(gt, detections)
     metrics["loss"] = loss_sum / max(n, 1)
     metrics["num_images"] = n

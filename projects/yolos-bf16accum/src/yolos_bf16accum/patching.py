@@ -41,9 +41,11 @@ def patch_linear(lin: nn.Linear, accum_chunk: int = 1, backend: str = "auto") ->
         raise TypeError(f"expected an nn.Linear, got {type(lin).__name__}")
     if type(lin) not in (nn.Linear, BF16AccLinear):
         raise TypeError(f"refusing to class-swap a {type(lin).__name__} (a subclass with its own forward)")
+    # Validate before the class swap: a bad argument must leave the module untouched.
+    accum_chunk, backend = check_accum_chunk(accum_chunk), check_backend(backend)
     lin.__class__ = BF16AccLinear
-    lin.accum_chunk = check_accum_chunk(accum_chunk)
-    lin.bf16acc_backend = check_backend(backend)
+    lin.accum_chunk = accum_chunk
+    lin.bf16acc_backend = backend
     return lin
 
 

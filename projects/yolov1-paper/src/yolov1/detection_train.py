@@ -14,8 +14,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from yolo_common.device import seed_everything
-from yolo_common.runlog import RunLogger, to_jsonable
+from yolo_common.runlog import to_jsonable
 
 from .augment import DetectionTransform
 from .checkpoints import load_backbone, read_meta, resolve_checkpoint, save_checkpoint
@@ -24,7 +23,7 @@ from .engine import build_optimizer, detection_step, evaluate_detection, train_o
 from .loss import build_loss
 from .model import build_detector
 from .overrides import apply_overrides
-from .training import build_accelerator, make_loader, release_accelerator, run_directory, schedule_from, wandb_kwargs
+from .training import make_loader, run_training, schedule_from
 from .voc import VOCDetection, collate, read_voc_parts
 
 METRIC_KEYS = ("voc07_mAP", "voc_mAP", "coco_AP", "coco_AP50", "coco_AP75", "val_loss")
@@ -32,97 +31,84 @@ METRIC_KEYS = ("voc07_mAP", "voc_mAP", "coco_AP", "coco_AP50", "coco_AP75", "val
 
 def train(cfg: DetectionConfig) -> dict:
     """Runs one detection training; returns ``{"run_dir", "metrics"}`` (the last evaluation)."""
-    cfg.validate()
-    accelerator = build_accelerator(cfg.cpu, cfg.mixed_precision)
-    try:
-        return _train(cfg, accelerator)
-    finally:
-        release_accelerator(accelerator)
+    return run_training(cfg, _train, image_size=cfg.image_size)
 
 
-def _train(cfg: DetectionConfig, accelerator) -> dict:
-    seed = seed_everything(cfg.seed)
-    run_dir = run_directory(accelerator, cfg.output_dir, cfg.run_name)
-    run = RunLogger(run_dir, {"config": cfg, "seed": seed, "num_processes": accelerator.num_processes,
-                              "image_size": cfg.image_size},
-                    rank=accelerator.process_index, **wandb_kwargs(cfg, run_dir))
-    try:
-        names = list(cfg.class_names) or None
-        train_splits = read_voc_parts(cfg.data_root, cfg.train_split, class_names=names, verify=cfg.verify_images)
-        if "," in cfg.val_split:  # image ids are per split: two parts would collide in the metric
-            raise ValueError(f"val_split={cfg.val_split!r}: evaluate one YEAR:IMAGE_SET at a time")
-        (val_split,) = read_voc_parts(cfg.data_root, cfg.val_split, class_names=names, verify=cfg.verify_images)
-        C = len(val_split.class_names)
-        accelerator.print(f"VOC {cfg.train_split}: {sum(len(s) for s in train_splits)} images; "
-                          f"{cfg.val_split}: {len(val_split)} images; {C} classes; run {run_dir}")
+def _train(cfg: DetectionConfig, accelerator, run, run_dir, seed: int) -> dict:
+    names = list(cfg.class_names) or None
+    train_splits = read_voc_parts(cfg.data_root, cfg.train_split, class_names=names, verify=cfg.verify_images)
+    if "," in cfg.val_split:  # image ids are per split: two parts would collide in the metric
+        raise ValueError(f"val_split={cfg.val_split!r}: evaluate one YEAR:IMAGE_SET at a time")
+    (val_split,) = read_voc_parts(cfg.data_root, cfg.val_split, class_names=names, verify=cfg.verify_images)
+    C = len(val_split.class_names)
+    accelerator.print(f"VOC {cfg.train_split}: {sum(len(s) for s in train_splits)} images; "
+                      f"{cfg.val_split}: {len(val_split)} images; {C} classes; run {run_dir}")
 
-        train_ds = VOCDetection(train_splits, DetectionTransform(cfg.image_size, train=True, scale=cfg.aug_scale,
-                                                                 translate=cfg.aug_translate,
-                                                                 saturation=cfg.aug_saturation,
-                                                                 exposure=cfg.aug_exposure, hflip=cfg.hflip),
-                                cfg.S, cfg.B, use_difficult=cfg.use_difficult, seed=seed)
-        val_ds = VOCDetection([val_split], DetectionTransform(cfg.image_size, train=False), cfg.S, cfg.B,
-                              use_difficult=cfg.use_difficult, seed=seed)
-        model = build_detector(cfg.S, cfg.B, C, width=cfg.width, hidden=cfg.hidden, dropout=cfg.dropout,
-                               batch_norm=cfg.batch_norm)
-        if cfg.backbone:
-            meta = load_backbone(model, cfg.backbone, width=cfg.width, batch_norm=cfg.batch_norm)
-            accelerator.print(f"backbone from {cfg.backbone} (pretrained epoch {meta.get('epoch', '?')})")
-        else:
-            accelerator.print("no backbone= given: the backbone starts from random init (the paper pretrains it)")
-        criterion = build_loss(cfg.S, cfg.B, C, lambda_coord=cfg.lambda_coord, lambda_noobj=cfg.lambda_noobj,
-                               rescore=cfg.rescore)
-        optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-        train_loader = make_loader(train_ds, cfg.batch_size, train=True, num_workers=cfg.num_workers, seed=seed,
-                                   collate_fn=collate)
-        val_loader = make_loader(val_ds, cfg.batch_size, train=False, num_workers=cfg.num_workers, seed=seed,
-                                 collate_fn=collate)
-        model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-        schedule = schedule_from(cfg)
+    train_ds = VOCDetection(train_splits, DetectionTransform(cfg.image_size, train=True, scale=cfg.aug_scale,
+                                                             translate=cfg.aug_translate,
+                                                             saturation=cfg.aug_saturation,
+                                                             exposure=cfg.aug_exposure, hflip=cfg.hflip),
+                            cfg.S, cfg.B, use_difficult=cfg.use_difficult, seed=seed)
+    val_ds = VOCDetection([val_split], DetectionTransform(cfg.image_size, train=False), cfg.S, cfg.B,
+                          use_difficult=cfg.use_difficult, seed=seed)
+    model = build_detector(cfg.S, cfg.B, C, width=cfg.width, hidden=cfg.hidden, dropout=cfg.dropout,
+                           batch_norm=cfg.batch_norm)
+    if cfg.backbone:
+        meta = load_backbone(model, cfg.backbone, width=cfg.width, batch_norm=cfg.batch_norm)
+        accelerator.print(f"backbone from {cfg.backbone} (pretrained epoch {meta.get('epoch', '?')})")
+    else:
+        accelerator.print("no backbone= given: the backbone starts from random init (the paper pretrains it)")
+    criterion = build_loss(cfg.S, cfg.B, C, lambda_coord=cfg.lambda_coord, lambda_noobj=cfg.lambda_noobj,
+                           rescore=cfg.rescore)
+    optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    train_loader = make_loader(train_ds, cfg.batch_size, train=True, num_workers=cfg.num_workers, seed=seed,
+                               collate_fn=collate)
+    val_loader = make_loader(val_ds, cfg.batch_size, train=False, num_workers=cfg.num_workers, seed=seed,
+                             collate_fn=collate)
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    schedule = schedule_from(cfg)
 
-        start_epoch, step = 0, 0
-        if cfg.resume_from:
-            ckpt = resolve_checkpoint(cfg.resume_from)
-            accelerator.load_state(str(ckpt))
-            meta = read_meta(ckpt)
-            start_epoch, step = int(meta.get("epoch", -1)) + 1, int(meta.get("step", 0))
-            accelerator.print(f"resumed from {ckpt} at epoch {start_epoch}")
+    start_epoch, step = 0, 0
+    if cfg.resume_from:
+        ckpt = resolve_checkpoint(cfg.resume_from)
+        accelerator.load_state(str(ckpt))
+        meta = read_meta(ckpt)
+        start_epoch, step = int(meta.get("epoch", -1)) + 1, int(meta.get("step", 0))
+        accelerator.print(f"resumed from {ckpt} at epoch {start_epoch}")
 
-        step_fn = detection_step(criterion)
-        metrics: dict = {}
-        for epoch in range(start_epoch, cfg.epochs):
-            train_ds.set_epoch(epoch)
-            stats, step = train_one_epoch(model, step_fn, optimizer, train_loader, accelerator, schedule, epoch,
-                                          run=run, global_step=step, grad_clip_norm=cfg.grad_clip_norm,
-                                          max_batches=cfg.max_train_batches, log_every=cfg.log_every)
-            last = epoch == cfg.epochs - 1
-            if last or (epoch + 1) % cfg.eval_every == 0:
-                metrics = evaluate_detection(model, val_loader, accelerator, val_split, B=cfg.B, criterion=criterion,
-                                             conf_threshold=cfg.conf_threshold, nms_iou=cfg.nms_iou,
-                                             max_detections=cfg.max_detections)
-                if accelerator.is_main_process:
-                    run.log_eval(step, epoch + 1, **{k: metrics[k] for k in METRIC_KEYS if k in metrics},
-                                 train_loss=stats.get("loss"))
-                    accelerator.print(f"epoch {epoch}: train loss {stats.get('loss', float('nan')):.3f}, "
-                                      f"VOC07 mAP {metrics['voc07_mAP']:.4f}, VOC mAP {metrics['voc_mAP']:.4f}, "
-                                      f"COCO AP {metrics['coco_AP']:.4f}")
-            save_checkpoint(accelerator, run_dir, epoch, {"step": step, "seed": seed, "config": cfg,
-                                                          "classes": val_split.class_names},
-                            keep=cfg.keep_checkpoints)
-        if accelerator.is_main_process:
-            (run_dir / "eval").mkdir(exist_ok=True)
-            (run_dir / "eval" / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=2) + "\n",
-                                                          encoding="utf-8")
-            run.write_summary({
-                "result": [{"epochs": cfg.epochs, **{k: metrics.get(k) for k in METRIC_KEYS}}],
-                "per-class AP (VOC07 11-point)": [{"class": k, "AP": v}
-                                                  for k, v in metrics.get("per_class_voc07", {}).items()],
-                "note": "voc07_mAP is the number comparable to the paper's 63.4 (VOC2007 test); coco_* are "
-                        "COCO-protocol numbers on the same detections.",
-            }, title=f"YOLOv1 detection {run_dir.name}")
-        return {"run_dir": run_dir, "metrics": metrics}
-    finally:
-        run.close()
+    step_fn = detection_step(criterion)
+    metrics: dict = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        train_ds.set_epoch(epoch)
+        stats, step = train_one_epoch(model, step_fn, optimizer, train_loader, accelerator, schedule, epoch,
+                                      run=run, global_step=step, grad_clip_norm=cfg.grad_clip_norm,
+                                      max_batches=cfg.max_train_batches, log_every=cfg.log_every)
+        last = epoch == cfg.epochs - 1
+        if last or (epoch + 1) % cfg.eval_every == 0:
+            metrics = evaluate_detection(model, val_loader, accelerator, val_split, B=cfg.B, criterion=criterion,
+                                         conf_threshold=cfg.conf_threshold, nms_iou=cfg.nms_iou,
+                                         max_detections=cfg.max_detections)
+            if accelerator.is_main_process:
+                run.log_eval(step, epoch + 1, **{k: metrics[k] for k in METRIC_KEYS if k in metrics},
+                             train_loss=stats.get("loss"))
+                accelerator.print(f"epoch {epoch}: train loss {stats.get('loss', float('nan')):.3f}, "
+                                  f"VOC07 mAP {metrics['voc07_mAP']:.4f}, VOC mAP {metrics['voc_mAP']:.4f}, "
+                                  f"COCO AP {metrics['coco_AP']:.4f}")
+        save_checkpoint(accelerator, run_dir, epoch, {"step": step, "seed": seed, "config": cfg,
+                                                      "classes": val_split.class_names},
+                        keep=cfg.keep_checkpoints)
+    if accelerator.is_main_process:
+        (run_dir / "eval").mkdir(exist_ok=True)
+        (run_dir / "eval" / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=2) + "\n",
+                                                      encoding="utf-8")
+        run.write_summary({
+            "result": [{"epochs": cfg.epochs, **{k: metrics.get(k) for k in METRIC_KEYS}}],
+            "per-class AP (VOC07 11-point)": [{"class": k, "AP": v}
+                                              for k, v in metrics.get("per_class_voc07", {}).items()],
+            "note": "voc07_mAP is the number comparable to the paper's 63.4 (VOC2007 test); coco_* are "
+                    "COCO-protocol numbers on the same detections.",
+        }, title=f"YOLOv1 detection {run_dir.name}")
+    return {"run_dir": run_dir, "metrics": metrics}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

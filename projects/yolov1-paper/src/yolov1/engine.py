@@ -8,6 +8,7 @@ is per iteration). Only the main process logs; losses are averaged over processe
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,16 @@ from tqdm.auto import tqdm
 from .metrics import detection_metrics, topk_correct
 from .postprocess import decode, to_image_coords
 from .scheduler import StepSchedule
+
+
+def progress(iterable=None, **kwargs) -> tqdm:
+    """A tqdm bar that does not flood logs: when stderr is not a terminal (a batch job, CI, a file),
+    it redraws at most every 30 s instead of on every step."""
+    if not sys.stderr.isatty():
+        # maxinterval too: tqdm's monitor thread otherwise forces a redraw every 10 s.
+        kwargs.setdefault("mininterval", 30.0)
+        kwargs.setdefault("maxinterval", 30.0)
+    return tqdm(iterable, **kwargs)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -73,8 +84,8 @@ def train_one_epoch(
     sums: dict[str, torch.Tensor] = {}
     seen = 0
     t0 = time.perf_counter()
-    bar = tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
-               disable=not accelerator.is_local_main_process)
+    bar = progress(total=n_batches, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
+                   disable=not accelerator.is_local_main_process)
     for i, batch in enumerate(loader):
         if i >= n_batches:
             break
@@ -132,7 +143,7 @@ def evaluate_classification(model, loader, accelerator) -> dict[str, float]:
     model.eval()
     correct1 = correct5 = total = 0
     loss_sum = 0.0
-    for images, labels in tqdm(loader, desc="eval", leave=False, disable=not accelerator.is_local_main_process):
+    for images, labels in progress(loader, desc="eval", leave=False, disable=not accelerator.is_local_main_process):
         logits = model(images).float()
         logits, labels = accelerator.gather_for_metrics((logits, labels))
         hits = topk_correct(logits, labels, (1, 5))
@@ -161,7 +172,8 @@ def evaluate_detection(model, loader, accelerator, split, *, B: int, criterion=N
     per_image: list[list[dict]] = []
     loss_sum, n_images = 0.0, 0
     cat_ids = [c["id"] for c in split.categories]
-    for images, targets, idx in tqdm(loader, desc="eval", leave=False, disable=not accelerator.is_local_main_process):
+    for images, targets, idx in progress(loader, desc="eval", leave=False,
+                                         disable=not accelerator.is_local_main_process):
         pred = model(images).float()
         if criterion is not None:
             loss_sum += float(criterion(pred, targets).total) * len(images)

@@ -1,6 +1,6 @@
 """``key=value`` command-line overrides for the config dataclasses (YOLOX ``merge``, typed).
 
-    python -m yolov1.detection_train epochs=3 data.root=/data/voc batch_size=16 batch_norm=true
+    python -m yolov1.detection_train epochs=3 data_root=/data/voc batch_size=16 batch_norm=true
 
 ``@FILE`` reads overrides from a file, one ``key=value`` per line (``#`` comments), as in ``configs/``:
 

@@ -25,7 +25,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 SMOKE_MODEL = {"width": 0.125}  # shared by both stages: the backbone must fit the detector

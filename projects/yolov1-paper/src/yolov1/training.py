@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import DataLoader
 
 from .scheduler import StepSchedule
+
+T = TypeVar("T")
 
 
 def build_accelerator(cpu: bool = False, mixed_precision: str = "no"):
@@ -41,6 +45,30 @@ def run_directory(accelerator, output_dir: str, run_name: str) -> Path:
     if accelerator.num_processes > 1:
         broadcast_object_list(name)  # every rank must write to the folder rank 0 named
     return Path(output_dir) / name[0]
+
+
+def run_training(cfg, body: Callable[..., T], **config_extra: Any) -> T:
+    """The skeleton both training CLIs share; returns ``body(cfg, accelerator, run, run_dir, seed)``.
+
+    Validates ``cfg``, builds the accelerator (released afterwards, also on error, so another run can
+    start in this process), seeds everything, names the run folder (the same on every rank) and opens
+    its ``RunLogger`` (``config.json`` = config + seed + process count + ``config_extra``; closed
+    afterwards: curves written, W&B finished).
+    """
+    from yolo_common.device import seed_everything
+    from yolo_common.runlog import RunLogger
+
+    cfg.validate()
+    accelerator = build_accelerator(cfg.cpu, cfg.mixed_precision)
+    try:
+        seed = seed_everything(cfg.seed)
+        run_dir = run_directory(accelerator, cfg.output_dir, cfg.run_name)
+        with RunLogger(run_dir, {"config": cfg, "seed": seed, "num_processes": accelerator.num_processes,
+                                 **config_extra},
+                       rank=accelerator.process_index, **wandb_kwargs(cfg, run_dir)) as run:
+            return body(cfg, accelerator, run, run_dir, seed)
+    finally:
+        release_accelerator(accelerator)
 
 
 def schedule_from(cfg) -> StepSchedule:

@@ -12,13 +12,12 @@ Batches carry only tensors (image, targets, record index): paths and PIL images 
 ``collate`` (the starting code's per-batch slowdown).
 
     python -m yolov1.voc                     # self-check on a generated synthetic VOC tree
-    python -m yolov1.voc --root data/VOCdevkit --year 2012 --split val
+    python -m yolov1.voc --root data --split 2012:val
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +31,6 @@ from yolo_common.data import DatasetSplit, read_voc, verify_images
 
 from .augment import DetectionTransform
 from .targets import collate_targets, encode_targets
-
-log = logging.getLogger(__name__)
 
 
 def parse_parts(spec: str) -> list[tuple[str, str]]:

@@ -10,8 +10,9 @@ not set them already:
   and any font cache live with the run, not in the home directory;
 - ``YOLO_OFFLINE=1`` so ultralytics never probes the network and its analytics/Platform callbacks stay off.
 
-Plots are turned off per run (``plots=False``: no font download) and the AMP check is answered without the
-download (see ``trainer.py``). These are process-wide environment variables: a caller embedding the package
+Plots are turned off per run (``plots=False``: no font download). The AMP check is not intercepted: on CUDA
+ultralytics' ``check_amp`` loads ``yolo26n.pt`` (downloading it when missing; offline it warns and keeps AMP
+on); it never runs on CPU. These are process-wide environment variables: a caller embedding the package
 in a larger program gets them too, which is why they are set with ``setdefault``.
 """
 

@@ -32,6 +32,9 @@ def synthetic_batch(batch: int, imgsz: int, nc: int, device, seed: int = 0) -> d
 
 def build_pair(model_yaml: str, nc: int, scheme: str, device):
     """(float model, W4 model) with identical weights, both in train mode with ultralytics' default hyp."""
+    from ._env import ultralytics_env
+
+    ultralytics_env()  # before ultralytics' first import (settings file, offline mode)
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel
 
@@ -45,7 +48,9 @@ def build_pair(model_yaml: str, nc: int, scheme: str, device):
 
 
 def _step(model, opt, scaler, batch, amp: bool, device) -> None:
-    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+    from yolo_common.device import autocast
+
+    with autocast(device, "fp16" if amp else "fp32"):
         loss, _ = model(batch)
     scaler.scale(loss.sum()).backward()
     scaler.step(opt)
@@ -56,8 +61,10 @@ def _step(model, opt, scaler, batch, amp: bool, device) -> None:
 def time_steps(models: dict, batch: dict, device, *, amp: bool, steps: int, warmup: int,
                verbose: bool = False) -> dict[str, list[float]]:
     """Per-step wall times for each model, steps interleaved (one progress line per round when verbose)."""
+    from yolo_common.device import grad_scaler
+
     opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.937, nesterov=True) for k, m in models.items()}
-    scalers = {k: torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda") for k in models}
+    scalers = {k: grad_scaler(device, "fp16" if amp else "fp32") for k in models}  # enabled only for fp16 on cuda
     times = {k: [] for k in models}
     for i in range(warmup + steps):
         for k, m in models.items():

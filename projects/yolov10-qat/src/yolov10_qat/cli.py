@@ -32,6 +32,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="ultralytics model YAML, e.g. yolov10m.yaml (always random init)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--seed", type=int)
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="FP16 autocast + GradScaler on CUDA for both trainings (default: on; off on CPU anyway)")
     g.add_argument("--workers", type=int)
     g.add_argument("--scheme", choices=SCHEMES, help="QAT layer scheme (default w4)")
     g.add_argument("--max-train-images", type=int, help="train on the first N images only (dry run)")
@@ -39,7 +41,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--providers", nargs="+", help="ONNX Runtime providers for the evaluation")
 
 
-_FIELDS = ("data", "coco_dir", "epochs", "imgsz", "batch", "model", "device", "seed", "workers", "scheme",
+_FIELDS = ("data", "coco_dir", "epochs", "imgsz", "batch", "model", "device", "seed", "amp", "workers", "scheme",
            "max_train_images", "max_val_images")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def prepare_data(cfg, run_root: str | Path) -> RunData:
     else:
         coco_root = resolve_coco_dir(cfg.coco_dir)
 
+    t0 = time.perf_counter()
+    _log(f"data: reading {coco_root} (train2017, val2017)")
     train = read_coco(coco_root, "train2017")
     val = read_coco(coco_root, "val2017")
     if cfg.max_train_images is not None:
@@ -101,6 +104,9 @@ def prepare_data(cfg, run_root: str | Path) -> RunData:
     yolo_root = data_dir / "yolo"
     if yolo_root.exists():
         shutil.rmtree(yolo_root)  # a half-written tree from an interrupted conversion
+    # write_yolo has no progress bar of its own (COCO train2017: 118k hardlinks + label files, a minute or so)
+    _log(f"data: writing the YOLO layout ({len(train.records)} train + {len(val.records)} val images, "
+         f"hardlinks + labels) -> {yolo_root}")
     write_yolo(train, yolo_root, "train", names)
     yolo_yaml = write_yolo(val, yolo_root, "val", names)
     dataset_yaml = run_root / "dataset.yaml"
@@ -112,4 +118,9 @@ def prepare_data(cfg, run_root: str | Path) -> RunData:
                  provenance=prov, num_train=len(train.records), num_val=len(val.records))
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(rd.to_dict(), indent=2) + "\n", encoding="utf-8")
+    _log(f"data: ready in {time.perf_counter() - t0:.1f} s")
     return rd
+
+
+def _log(msg: str) -> None:
+    print(f"[yolov10-qat] {msg}", flush=True)

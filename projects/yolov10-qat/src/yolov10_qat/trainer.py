@@ -172,7 +172,7 @@ def make_qat_trainer_cls():
         return _QAT_CLS
     from ultralytics.cfg import DEFAULT_CFG
     from ultralytics.utils import LOGGER, RANK, __version__
-    from ultralytics.utils.torch_utils import convert_optimizer_state_dict_to_fp16, strip_optimizer
+    from ultralytics.utils.torch_utils import convert_optimizer_state_dict_to_fp16, strip_optimizer, unwrap_model
 
     from .quant import layer_bits, quantize_model, quantized_layers, strip_quant
 
@@ -213,6 +213,13 @@ def make_qat_trainer_cls():
 
         def save_model(self):
             ema = self.ema.ema
+            # As ultralytics' save_model: a transient NaN/Inf would poison the EMA (and its fp32 copy, which
+            # resume and export load), so resync each non-finite EMA tensor from the live model where finite.
+            if not all(torch.isfinite(v).all() for v in ema.state_dict().values() if v.is_floating_point()):
+                model_sd = unwrap_model(self.model).state_dict()
+                for k, v in ema.state_dict().items():
+                    if v.is_floating_point() and not torch.isfinite(v).all() and torch.isfinite(model_sd[k]).all():
+                        v.copy_(model_sd[k])
             fp32 = {k: v.detach().to("cpu", copy=True) for k, v in ema.state_dict().items()}
             snap = deepcopy(ema)  # deepcopy works for Brevitas modules; pickling does not
             layers = strip_quant(snap)

@@ -12,6 +12,7 @@ separable at all; the syncs themselves cost a little, so the sum is a bit above 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 
@@ -108,6 +109,10 @@ def main(argv=None) -> dict:
             for k, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 parts[k].append(dt)
             assign_only.append(tb - ta)
+        # A CPU step of YOLOX-S takes tens of seconds: show that the run is alive (stderr keeps stdout's
+        # table clean).
+        print(f"[bench-yolox] iteration {it + 1}/{args.warmup + args.iters}"
+              f"{' (warm-up)' if it < args.warmup else ''}: {(t4 - t0) * 1000:.0f} ms", file=sys.stderr, flush=True)
     means = {k: sum(v) / len(v) for k, v in parts.items()}
     total = sum(means.values())
     print(f"bench-yolox: {exp.name}, batch {args.batch}, {args.size}x{args.size}, device {device}, "

@@ -77,7 +77,7 @@ def run(args, exp) -> dict:
     from .data import build_eval_loader, load_coco_split
     from .engine import evaluate
     from .model import build_model, load_pretrained
-    from .trainer import DeviceError, UsageError, _write_json, setup_logging
+    from .trainer import DeviceError, UsageError, _write_json, resolve_data_dir, setup_logging
 
     setup_logging(True)
     if args.threads:
@@ -91,7 +91,7 @@ def run(args, exp) -> dict:
         device = resolve_device("hpu" if args.use_hpu else args.device)
     except RuntimeError as e:
         raise DeviceError(str(e)) from e
-    data_dir = args.data_dir or os.environ.get("YOLOX_DATADIR") or os.path.join("datasets", "COCO")
+    data_dir = resolve_data_dir(args)
     split = load_coco_split(data_dir, args.split or exp.val_split)
     if len(split.categories) != exp.num_classes:
         raise UsageError(f"{data_dir} has {len(split.categories)} categories but num_classes={exp.num_classes}; "

@@ -29,12 +29,13 @@ DEFAULT_DATA_DIR = os.path.join("datasets", "COCO")
 
 
 def _str2bool(v: str) -> bool:
-    low = str(v).strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {v!r}")
+    """argparse type for ``--use_lazy_mode True/False`` (``yolo_common.config.parse_bool``; no torch import)."""
+    from yolo_common.config import parse_bool
+
+    try:
+        return parse_bool(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

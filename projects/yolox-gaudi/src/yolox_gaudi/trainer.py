@@ -47,15 +47,14 @@ def resolve_data_dir(args) -> str:
 
 def all_reduce_norm(module: torch.nn.Module) -> None:
     """Averages BatchNorm running statistics over ranks, so rank 0's evaluation sees every rank's data."""
-    import torch.distributed as dist
+    from yolo_common.distributed import all_reduce_mean, get_world_size
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if get_world_size() == 1:
         return
     for m in module.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             for buf in (m.running_mean, m.running_var):
-                dist.all_reduce(buf)
-                buf /= dist.get_world_size()
+                buf.copy_(all_reduce_mean(buf))
 
 
 class DeviceError(RuntimeError):
