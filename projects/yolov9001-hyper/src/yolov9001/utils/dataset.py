@@ -1,0 +1,156 @@
+"""``DetectionDataset``: records -> (image tensor CHW uint8, targets, meta), with the CPU augmentations.
+
+Randomness is a function of (seed, epoch, index) only (``np.random.default_rng([seed, epoch, index])``):
+the same sample gets the same augmentation whatever the worker count, and a resumed run replays exactly.
+The epoch lives in shared memory (``multiprocessing.Value``), so persistent DataLoader workers see
+``set_epoch`` (and the ``close_mosaic`` switch) without being restarted.
+
+An image that fails to decode at load time is logged once, counted (``unreadable``, shared across workers)
+and replaced by the next readable one, so one bad file never ends an epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from yolo_common.data import DatasetSplit
+from yolo_common.preprocess import read_image
+
+from . import augment as A
+from .cache import ImageCache
+
+log = logging.getLogger("yolov9001.data")
+
+
+def load_resized(path: Path, size: int) -> np.ndarray:
+    """Decode and resize so the long side is ``size``: r = min(S/h, S/w), PIL bilinear to round(w*r) x
+    round(h*r), exactly ``yolo_common.preprocess.letterbox``'s resize (so validation pixels equal the ONNX
+    evaluator's)."""
+    img = read_image(path)
+    h, w = img.shape[:2]
+    r = min(size / h, size / w)
+    nw, nh = max(1, round(w * r)), max(1, round(h * r))
+    if (nw, nh) != (w, h):
+        img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
+    return img
+
+
+class DetectionDataset(Dataset):
+    """One split. ``augment``: training transforms (mosaic, copy-paste, affine, mixup, HSV, flips)."""
+
+    def __init__(self, split: DatasetSplit, cfg, imgsz: int, augment: bool, cache: str = "none",
+                 cache_dir: Path | None = None, cache_compression: str = "none", seed: int = 0):
+        self.split, self.cfg, self.imgsz, self.augment, self.seed = split, cfg, imgsz, augment, seed
+        self.records = split.records
+        index = split.category_id_to_index
+        # Model class k = split.categories[k]; crowd boxes are not trained on (COCO eval ignores them).
+        self.labels = []
+        for r in self.records:
+            keep = ~r.iscrowd
+            self.labels.append((r.boxes[keep].astype(np.float32),
+                                np.array([index[int(c)] for c in r.category_ids[keep]], np.int64)))
+        self._epoch = mp.Value("i", 0)
+        self._unreadable = mp.Value("i", 0)
+        self._warned: set[int] = set()
+        self.cache = ImageCache([r.path for r in self.records], imgsz, lambda p: load_resized(p, imgsz), cache,
+                                cache_dir, cache_compression)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    # ---- epoch / counters (shared with workers) ----
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.value = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.value
+
+    @property
+    def unreadable(self) -> int:
+        return self._unreadable.value
+
+    def mosaic_active(self) -> bool:
+        c = self.cfg
+        return self.augment and c["epochs"] - self.epoch > c["close_mosaic"]
+
+    # ---- loading ----
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(resized image, boxes scaled to it, classes); raises OSError for an undecodable image."""
+        img = self.cache.get(i)
+        r = self.records[i]
+        f = img.shape[1] / r.width, img.shape[0] / r.height
+        boxes, cls = self.labels[i]
+        return img, boxes * np.array([f[0], f[1], f[0], f[1]], np.float32), cls
+
+    def load_readable(self, i: int) -> tuple[int, tuple]:
+        """(index actually used, sample): the first decodable image from i on (counted skips)."""
+        for k in range(len(self)):
+            j = (i + k) % len(self)
+            try:
+                return j, self.load(j)
+            except (OSError, ValueError, SyntaxError) as e:
+                with self._unreadable.get_lock():
+                    self._unreadable.value += 1
+                if j not in self._warned:
+                    self._warned.add(j)
+                    log.warning("unreadable image skipped: %s (%s)", self.records[j].path, e)
+        raise RuntimeError(f"no image of {self.split.root} ({self.split.split}) can be decoded")
+
+    def _plain(self, i: int) -> tuple[int, A.Sample, tuple[int, int]]:
+        j, (img, boxes, cls) = self.load_readable(i)
+        img, boxes, pad = A.letterbox_pad(img, boxes, self.imgsz, self.cfg["letterbox_center"], self.cfg["pad_value"])
+        return j, (img, boxes, cls), pad
+
+    def _geometric(self, i: int, rng: np.random.Generator) -> A.Sample:
+        c, s = self.cfg, self.imgsz
+        if self.mosaic_active() and rng.random() < c["mosaic"]:
+            idx = [i, *rng.integers(0, len(self), 3).tolist()]
+            sample = A.mosaic([self.load_readable(k)[1] for k in idx], rng, c, s)
+        else:
+            _, sample, _ = self._plain(i)
+        if self.mosaic_active() and c["copy_paste"] and rng.random() < c["copy_paste"]:
+            _, donor, _ = self._plain(int(rng.integers(0, len(self))))
+            sample = A.copy_paste(sample, donor, rng, c["copy_paste_max_overlap"])
+        return A.random_affine(sample, rng, c, s)
+
+    def __getitem__(self, i: int):
+        c = self.cfg
+        if not self.augment:
+            j, (img, boxes, cls), pad = self._plain(i)
+            r = self.records[j]
+            ratio = img.shape[1] and min(self.imgsz / r.height, self.imgsz / r.width)
+            meta = {"index": j, "image_id": int(r.image_id), "orig": (r.height, r.width), "ratio": ratio, "pad": pad}
+            boxes, cls = A.filter_boxes(boxes, cls, self.imgsz, self.imgsz, 0.0, 0.0)
+            return self._to_tensor(img, boxes, cls, meta)
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        img, boxes, cls = self._geometric(i, rng)
+        if self.mosaic_active() and c["mixup"] and rng.random() < c["mixup"]:
+            other = self._geometric(int(rng.integers(0, len(self))), rng)
+            img, boxes, cls = A.mixup((img, boxes, cls), other, rng)
+        img = A.hsv_jitter(img, rng, c["hsv_h"], c["hsv_s"], c["hsv_v"])
+        if rng.random() < c["fliplr"]:
+            img, boxes = A.flip(img, boxes, horizontal=True)
+        if rng.random() < c["flipud"]:
+            img, boxes = A.flip(img, boxes, horizontal=False)
+        return self._to_tensor(img, boxes, cls, {"index": i})
+
+    @staticmethod
+    def _to_tensor(img, boxes, cls, meta):
+        t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        target = torch.cat((torch.from_numpy(cls).float()[:, None], torch.from_numpy(boxes).float()), 1) \
+            if len(cls) else torch.zeros(0, 5)
+        return t, target, meta
+
+
+def collate(batch):
+    """-> images [B, 3, S, S] uint8, targets [N, 6] (batch index, class, x1, y1, x2, y2), list of metas."""
+    imgs, targets, metas = zip(*batch)
+    rows = [torch.cat((torch.full((len(t), 1), float(k)), t), 1) for k, t in enumerate(targets)]
+    return torch.stack(imgs), torch.cat(rows) if rows else torch.zeros(0, 6), list(metas)
