@@ -2,20 +2,59 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from yolov9001.models.hypergraph import HyperComputeModule, pairwise_sq_dist
 
 
-def test_sq_dist_mask_equals_cdist_mask():
+def test_sq_dist_mask_equals_cdist_mask_on_model_features(synthetic):
+    """The incidence built on the model's own layer-15 features of real images equals cdist's, entry for
+    entry (random-init features are small, so the radius is their 30% distance quantile, not 6)."""
+    from yolo_common.preprocess import LetterboxSpec, letterbox, read_image
+
+    from yolov9001.models import HyperYOLO
+
+    torch.manual_seed(0)
+    model = HyperYOLO("n", nc=3).eval()
+    hcm = model.hyper_modules()[0]
+    seen = []
+    hcm.register_forward_pre_hook(lambda m, i: seen.append(i[0].flatten(2).transpose(1, 2).clone()))
+    files = sorted((synthetic["yolo"] / "images" / "train").glob("*"))[:4]
+    x = torch.stack([torch.from_numpy(letterbox(read_image(f), LetterboxSpec(size=320))[0]) for f in files])
+    with torch.no_grad():
+        model(x)
+    v = seen[0]
+    d = torch.cdist(v.double(), v.double(), compute_mode="donot_use_mm_for_euclid_dist")
+    # a radius near the 30% quantile, at the middle of the widest gap between neighbouring distances: the
+    # synthetic backgrounds give exactly tied distances, and a radius on a tie is decided by rounding alone
+    u = d.flatten().unique()
+    k = int(0.3 * len(u))
+    window = u[max(k - 500, 0): k + 500]
+    j = int((window[1:] - window[:-1]).argmax())
+    thr = float((window[j] + window[j + 1]) / 2)
+    exact = d < thr
+    ours = pairwise_sq_dist(v) < thr ** 2
+    assert 0.05 < exact.float().mean() < 0.95
+    assert torch.equal(ours, exact)
+    assert torch.equal(ours, torch.cdist(v, v) < thr)
+    hcm.threshold = thr
+    hcm(seen[0].transpose(1, 2).reshape(len(files), -1, 20, 20))
+    assert float(hcm.last_edge_size) == pytest.approx(float(exact.sum(-1).double().mean()))
+
+
+def test_sq_dist_mask_equals_cdist_mask_up_to_rounding():
+    """On random features with the threshold at the median distance (half the pairs on either side), the
+    masks differ only for pairs within fp32 rounding of the threshold (|d - t| < 1e-5 t)."""
     g = torch.Generator().manual_seed(0)
     for c, scale in ((16, 1.0), (128, 0.3), (256, 2.0)):
         x = torch.randn(2, 400, c, generator=g) * scale
-        d = torch.cdist(x, x)
-        thr = float(d.median())  # about half of the pairs on either side: a real test of the rule
+        d = torch.cdist(x.double(), x.double(), compute_mode="donot_use_mm_for_euclid_dist")
+        thr = float(d.median())
         ours = pairwise_sq_dist(x) < thr ** 2
-        assert torch.equal(ours, d < thr)
-        assert 0.2 < ours.float().mean() < 0.8
+        differ = ours != (d < thr)
+        assert ((d[differ] - thr).abs() < 1e-5 * thr).all()
+        assert differ.float().mean() < 1e-4 and 0.2 < ours.float().mean() < 0.8
 
 
 def test_module_equals_paper_formula():

@@ -127,7 +127,7 @@ def cmd_train(args, device, heavy, progress):
             raise SystemExit("error: train needs --data (a YOLO or COCO dataset root)")
         cfg = make_config(args)
         data = args.data
-        run_dir = increment_run_dir(args.log_dir, args.name)
+        run_dir = shared_run_dir(args, device, increment_run_dir)
     seed_everything(cfg.seed)
     log.info("run dir %s", run_dir)
     trainer = Trainer(cfg, data, run_dir, device, weights=args.weights, resume=resume, compile=args.compile,
@@ -135,6 +135,20 @@ def cmd_train(args, device, heavy, progress):
     result = trainer.train()
     print(json.dumps(result, indent=1))
     return result
+
+
+def shared_run_dir(args, device, increment_run_dir) -> Path:
+    """A new run dir, made by rank 0 only and broadcast, so torchrun jobs write one ``exp<N>``."""
+    from yolo_common.distributed import init_distributed
+
+    info = init_distributed(device)
+    if info.world_size == 1:
+        return increment_run_dir(args.log_dir, args.name)
+    import torch.distributed as dist
+
+    box = [str(increment_run_dir(args.log_dir, args.name)) if info.rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return Path(box[0])
 
 
 def cmd_val(args, device, heavy, progress):
@@ -217,10 +231,13 @@ def main(argv: list[str] | None = None):
     from yolo_common.device import resolve_device
 
     from .core.config import ConfigError
+    from .core.trainer import NonFiniteLoss
 
     try:
         device = resolve_device(args.device)
         return {"train": cmd_train, "val": cmd_val, "detect": cmd_detect, "export": cmd_export,
                 "benchmark": cmd_benchmark}[args.mode](args, device, heavy, progress)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, NonFiniteLoss) as e:
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise  # --log DEBUG: the full traceback
         raise SystemExit(f"error: {e}") from None

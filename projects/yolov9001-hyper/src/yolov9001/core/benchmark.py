@@ -38,18 +38,33 @@ def bench_dataset(ds, n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def ultralytics_dataset(data_yaml_root, split_name: str, cfg, n_images: int):
-    """ultralytics' training dataset with the same augmentation values, or (None, reason)."""
-    try:
-        import ultralytics  # noqa: F401
-        from ultralytics.cfg import get_cfg
-        from ultralytics.data import build_yolo_dataset
-    except ImportError:
-        return None, "ultralytics not installed (pip install ultralytics to add the baseline row)"
+def _ultralytics_rate(img_dir: str, over: dict, n: int) -> float:
+    """Runs in a spawned child: importing ultralytics patches ``PIL.Image.open`` process-wide (and may try to
+    pip-install plugins on an unreadable file), which must never leak into this project's process."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="yolov9001_ul_"))
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_yolo_dataset
+
+    names = {i: f"class_{i}" for i in range(1000)}
+    ds = build_yolo_dataset(get_cfg(overrides=over), img_dir, 16, {"names": names, "nc": len(names), "channels": 3},
+                            mode="train", stride=32)
+    return bench_dataset(ds, n)
+
+
+def ultralytics_rate(data, split_name: str, cfg, n: int) -> tuple[float | None, str]:
+    """ultralytics' training dataset with the same augmentation values, samples/s (or None, reason)."""
+    import importlib.util
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
     from pathlib import Path
 
-    root = Path(data_yaml_root)
-    img_dir = root / "images" / split_name
+    if importlib.util.find_spec("ultralytics") is None:
+        return None, "ultralytics not installed (pip install 'yolov9001-hyper[bench]' adds the baseline row)"
+    img_dir = Path(data) / "images" / split_name
     if not img_dir.is_dir():
         return None, f"the ultralytics baseline needs a YOLO layout (no {img_dir})"
     over = {"imgsz": cfg["imgsz"], "mosaic": 1.0, "mixup": 0.0, "copy_paste": 0.0, "degrees": cfg["degrees"],
@@ -57,11 +72,8 @@ def ultralytics_dataset(data_yaml_root, split_name: str, cfg, n_images: int):
             "perspective": cfg["perspective"], "fliplr": cfg["fliplr"], "flipud": cfg["flipud"],
             "hsv_h": cfg["hsv_h"], "hsv_s": cfg["hsv_s"], "hsv_v": cfg["hsv_v"], "cache": "ram",
             "close_mosaic": 0, "plots": False}
-    ucfg = get_cfg(overrides=over)
-    names = {i: f"class_{i}" for i in range(1000)}
-    ds = build_yolo_dataset(ucfg, str(img_dir), 16, {"names": names, "nc": len(names), "channels": 3},
-                            mode="train", stride=32)
-    return ds, ""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_ultralytics_rate, str(img_dir), over, n).result(), ""
 
 
 def bench_train_step(model, loss_fn, optimizer, loader, device, steps: int = 5) -> dict:
@@ -140,12 +152,12 @@ def run_benchmark(cfg, data: str, device, *, compile: bool = False, steps: int =
     out: dict = {"device": str(device), "imgsz": cfg["imgsz"], "batch": cfg["batch_size"]}
     loader, ds = create_dataloader(data, "train", cfg, augment=True, cache="ram")
     out["data_ours_samples_s"] = bench_dataset(ds, samples)
-    uds, why = ultralytics_dataset(data, ds.split.split, cfg, samples)
-    if uds is None:
+    rate, why = ultralytics_rate(data, ds.split.split, cfg, samples)
+    if rate is None:
         out["data_ultralytics"] = f"skipped: {why}"
         print(f"[bench] ultralytics loader row skipped: {why}")
     else:
-        out["data_ultralytics_samples_s"] = bench_dataset(uds, samples)
+        out["data_ultralytics_samples_s"] = rate
         out["data_ratio_ours_vs_ultralytics"] = out["data_ours_samples_s"] / out["data_ultralytics_samples_s"]
     cfg.nc = cfg.nc or len(ds.split.class_names)
     model = build_model(cfg.to_dict()).to(device)

@@ -168,6 +168,8 @@ class YOLOConfig:
     post_topk: int = 300                  # detections kept per image
     class_agnostic: bool = False
     nms_free: bool = False                # skip NMS: top-k by score only
+    multi_label: bool = True              # validation: every class above conf_thresh is a candidate
+                                          # (ultralytics' validator, yolo_common.onnx_eval); detect: best class
 
     # ---- logging ----
     val_interval: int = 1                 # epochs between validations (the last epoch always validates)

@@ -33,14 +33,15 @@ def to_original(boxes: torch.Tensor, meta: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_batch(model, images: torch.Tensor, device, precision: str = "fp32", conf: float | None = None):
+def predict_batch(model, images: torch.Tensor, device, precision: str = "fp32", conf: float | None = None,
+                  multi_label: bool | None = None):
     """uint8 images [B, 3, S, S] -> per-image ``{"boxes", "scores", "labels"}`` in input pixels."""
     core = unwrap(model)
     x = images.to(device, non_blocking=True).float() / 255
     with autocast(device, precision):
         feats = model(x)
     boxes, cls = core.decoder(feats)
-    return core.postprocessor(boxes, cls, conf_thresh=conf)
+    return core.postprocessor(boxes, cls, conf_thresh=conf, multi_label=multi_label)
 
 
 @torch.no_grad()
