@@ -117,6 +117,39 @@ def test_mosaic_boxes_follow_pixels(seed, smart):
     check_boxes_on_pixels(img, boxes, cls, min_fill=0.85)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_fused_mosaic_affine_boxes_follow_pixels_and_equal_two_step(seed):
+    """The fused path (one resampling) gives the two-step path's boxes exactly and its pixels up to the
+    second resampling."""
+    over = {"translate": 0.2, "scale": 0.5}
+    samples = [make_sample(np.random.default_rng(100 + k), *hw)
+               for k, hw in enumerate(((96, 128), (128, 96), (64, 64), (128, 128)))]
+    fused = A.mosaic_affine(samples, np.random.default_rng(seed), cfg_for(**over), S)
+    rng = np.random.default_rng(seed)
+    two = A.random_affine(A.mosaic(samples, rng, cfg_for(**over), S), rng, cfg_for(**over), S)
+    assert np.array_equal(fused[1], two[1]) and np.array_equal(fused[2], two[2])
+    assert np.abs(fused[0].astype(int) - two[0].astype(int)).mean() < 6
+    check_boxes_on_pixels(*fused, min_fill=0.97)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fused_letterbox_affine_equals_pad_then_warp(seed):
+    cfg = cfg_for(translate=0.2, scale=0.5, degrees=10.0)
+    img, boxes, cls = make_sample(np.random.default_rng(seed), 80, 128)
+    fused = A.letterbox_affine((img, boxes, cls), np.random.default_rng(seed), cfg, S)
+    pi, pb, _ = A.letterbox_pad(img, boxes, S, True, 114)
+    two = A.random_affine((pi, pb, cls), np.random.default_rng(seed), cfg, S)
+    assert np.array_equal(fused[1], two[1])
+    assert np.abs(fused[0].astype(int) - two[0].astype(int)).max() <= 1
+    check_boxes_on_pixels(*fused, min_fill=0.3)
+
+
+def test_fused_mosaic_refuses_rotation():
+    with pytest.raises(ValueError, match="degrees"):
+        A.mosaic_affine([make_sample(np.random.default_rng(0))] * 4, np.random.default_rng(0),
+                        cfg_for(degrees=5.0), S)
+
+
 def test_mosaic_smart_crop_keeps_more_box_area():
     kept = {}
     for smart in (False, True):
@@ -209,5 +242,5 @@ def test_dataset_sample_boxes_follow_pixels(tmp_path):
     ds = DetectionDataset(split, cfg, S, augment=True)
     for i in range(6):
         img, target, _ = ds[i]
-        arr = img.permute(1, 2, 0).numpy()
+        arr = img.numpy()  # HWC
         check_boxes_on_pixels(arr, target[:, 1:].numpy(), target[:, 0].long().numpy(), min_fill=0.5)

@@ -29,7 +29,7 @@ def test_both_layouts_load_with_names(synthetic, layout):
     assert len(split) == 16 and split.class_names == ["circle", "square", "triangle"]
     loader, ds = create_dataloader(synthetic[layout], "val", cfg_for(), augment=False)
     images, targets, metas = next(iter(loader))
-    assert images.dtype == torch.uint8 and images.shape[1:] == (3, 96, 96)
+    assert images.dtype == torch.uint8 and images.shape[1:] == (96, 96, 3)  # HWC; to_input makes NCHW
     assert targets.shape[1] == 6 and {"image_id", "ratio", "pad", "orig"} <= set(metas[0])
 
 
@@ -49,7 +49,7 @@ def test_val_pixels_equal_common_letterbox(synthetic):
     loader, ds = create_dataloader(synthetic["coco"], "val", cfg_for(imgsz=128), augment=False)
     img, _, meta = ds[0]
     ref, m = letterbox(read_image(ds.records[0].path), LetterboxSpec(size=128, scale=1.0))
-    assert np.array_equal(img.numpy(), ref.astype(np.uint8))
+    assert np.array_equal(img.numpy(), ref.astype(np.uint8).transpose(1, 2, 0))
     assert meta["pad"] == (m.pad_x, m.pad_y) and meta["ratio"] == pytest.approx(m.ratio)
 
 

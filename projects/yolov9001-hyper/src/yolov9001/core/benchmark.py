@@ -17,6 +17,7 @@ import torch
 
 from ..models import build_model
 from ..utils.dataloaders import create_dataloader
+from ..utils.dataset import to_input
 from ..utils.loss import DetectionLoss
 from .optim import build_optimizer
 from .runtime import attach_runtime
@@ -88,7 +89,7 @@ def bench_train_step(model, loss_fn, optimizer, loader, device, steps: int = 5) 
         except StopIteration:
             it = iter(loader)
             images, targets, _ = next(it)
-        x = images.to(device).float() / 255
+        x = to_input(images, device)
         _sync(device)
         t1 = time.perf_counter()
         feats = model(x)

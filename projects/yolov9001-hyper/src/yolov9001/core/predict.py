@@ -45,7 +45,7 @@ def detect(model, cfg, names: list[str], source: str, out_dir: Path, device, pre
             continue
         x, meta = letterbox(img, spec)
         m = {"pad": (meta.pad_x, meta.pad_y), "ratio": meta.ratio, "orig": (meta.orig_h, meta.orig_w)}
-        t = torch.from_numpy(np.ascontiguousarray((x * 255).round().clip(0, 255).astype(np.uint8)))[None]
+        t = torch.from_numpy(np.ascontiguousarray((x * 255).round().clip(0, 255).astype(np.uint8).transpose(1, 2, 0)))[None]
         det = predict_batch(model, t, device, precision, conf=cfg["detect_conf"], multi_label=False)[0]
         boxes = to_original(det["boxes"].float().cpu(), m)
         labels, scores = det["labels"].tolist(), det["scores"].tolist()

@@ -1,7 +1,7 @@
 """``Trainer``: the training loop (``train_one_epoch``), validation every ``val_interval`` epochs, best by AP,
 checkpoints, resume, logging. Single process or torchrun/DDP (gloo on CPU, nccl on CUDA).
 
-Per step: images (uint8) -> device /255 -> forward under autocast -> DetectionLoss -> scaled backward;
+Per step: images (uint8 HWC) -> device, NCHW /255 (``to_input``) -> forward under autocast -> DetectionLoss -> scaled backward;
 the optimizer steps every ``accumulate = max(round(nbs / global batch), 1)`` batches (ultralytics' nominal
 batch), with grad-norm clipping and an EMA update. A non-finite loss stops the run with a message naming the
 step; the checkpoints on disk are the last good ones (they are written only after a finished epoch).
@@ -23,6 +23,7 @@ from yolo_common.runlog import RunLogger
 
 from ..models import build_model
 from ..utils.dataloaders import create_dataloader
+from ..utils.dataset import to_input
 from ..utils.loss import DetectionLoss
 from ..utils.plots import batch_grid
 from ..utils.progress import bar
@@ -134,7 +135,7 @@ class Trainer:
         for it, (images, targets, _) in enumerate(pbar):
             t_data += time.time() - t_last
             lr = set_lr(self.optimizer, cfg, epoch, it, nb)
-            x = images.to(self.device, non_blocking=True).float() / 255
+            x = to_input(images, self.device)
             with autocast(self.device, self.precision):
                 feats = model(x)
             loss, items = self.loss_fn(feats, targets, epoch)

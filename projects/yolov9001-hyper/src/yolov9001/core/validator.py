@@ -15,6 +15,7 @@ from yolo_common.data import to_coco_dict
 from yolo_common.device import autocast
 from yolo_common.evaluation import coco_map
 
+from ..utils.dataset import to_input
 from ..utils.progress import bar
 from .ema import unwrap
 
@@ -35,9 +36,9 @@ def to_original(boxes: torch.Tensor, meta: dict) -> torch.Tensor:
 @torch.no_grad()
 def predict_batch(model, images: torch.Tensor, device, precision: str = "fp32", conf: float | None = None,
                   multi_label: bool | None = None):
-    """uint8 images [B, 3, S, S] -> per-image ``{"boxes", "scores", "labels"}`` in input pixels."""
+    """uint8 images [B, S, S, 3] -> per-image ``{"boxes", "scores", "labels"}`` in input pixels."""
     core = unwrap(model)
-    x = images.to(device, non_blocking=True).float() / 255
+    x = to_input(images, device)
     with autocast(device, precision):
         feats = model(x)
     boxes, cls = core.decoder(feats)

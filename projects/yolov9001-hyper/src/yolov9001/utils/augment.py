@@ -11,6 +11,12 @@ the cell (factor max(cell_w / w, cell_h / h) times u ~ U[1, 1.25]) and cropped a
 ``smart_crop`` the offset is drawn ``smart_crop_tries`` times and the one that keeps the most box area wins.
 No canvas area is wasted on padding and the warp that follows is S x S (ultralytics' mosaic warps a 2S x 2S
 canvas with up to 3/4 grey).
+
+**Fused mosaic + affine** (``mosaic_affine``, the training path when the affine has no rotation, shear or
+perspective, as in both shipped hyps): every cell then maps to an axis-aligned output rectangle, so each tile is
+warped once, straight from its cached image into its rectangle of the output (one resampling, no intermediate
+canvas and no per-tile resize). Same geometry and box rules as ``mosaic`` followed by ``random_affine``; with
+rotation/shear/perspective (or copy-paste, which pastes onto the canvas) the two-step path runs instead.
 """
 
 from __future__ import annotations
@@ -73,9 +79,9 @@ def flip(img: np.ndarray, boxes: np.ndarray, horizontal: bool) -> tuple[np.ndarr
     out = boxes.copy()
     if horizontal:
         out[:, [0, 2]] = w - boxes[:, [2, 0]]
-        return np.ascontiguousarray(img[:, ::-1]), out
+        return cv2.flip(img, 1), out
     out[:, [1, 3]] = h - boxes[:, [3, 1]]
-    return np.ascontiguousarray(img[::-1]), out
+    return cv2.flip(img, 0), out
 
 
 def affine_matrix(rng: np.random.Generator, size: int, degrees: float, translate: float, scale: float,
@@ -94,6 +100,15 @@ def affine_matrix(rng: np.random.Generator, size: int, degrees: float, translate
     t = np.eye(3)
     t[0, 2], t[1, 2] = rng.uniform(0.5 - translate, 0.5 + translate, 2) * size
     return t @ sh @ r @ p @ c
+
+
+def pixel_centre(m: np.ndarray) -> np.ndarray:
+    """An affine matrix on continuous coordinates (pixel i spans [i, i+1), as the boxes) -> the matrix on
+    pixel indices that OpenCV's warps use: t += 0.5 * (A @ 1 - 1). Without it pixels drift from their boxes
+    by 0.5 * (scale - 1) px (ultralytics leaves this drift in)."""
+    out = m.copy()
+    out[:2, 2] += 0.5 * (m[:2, :2].sum(1) - 1)
+    return out
 
 
 def warp_boxes(boxes: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -120,58 +135,109 @@ def random_affine(sample: Sample, rng: np.random.Generator, cfg, size: int) -> S
     if not any((cfg["degrees"], cfg["translate"], cfg["scale"], cfg["shear"], cfg["perspective"])) and \
             img.shape[:2] == (size, size):
         return sample
+    m, nb, nc = _draw_affine(boxes, cls, rng, cfg, size)
+    border = (cfg["pad_value"],) * 3
+    if cfg["perspective"]:
+        out = cv2.warpPerspective(img, m, (size, size), borderValue=border)
+    else:
+        out = cv2.warpAffine(img, pixel_centre(m)[:2], (size, size), borderValue=border)
+    return out, nb, nc
+
+
+def _cover_geometry(h0: int, w0: int, boxes: np.ndarray, cell_w: int, cell_h: int, rng, tries: int):
+    """Cover scale (fx, fy), scaled size, crop offset (ox, oy) and the boxes in cell coordinates."""
+    f = max(cell_w / w0, cell_h / h0) * rng.uniform(1.0, 1.25)
+    nw, nh = max(cell_w, round(w0 * f)), max(cell_h, round(h0 * f))
+    sb = boxes * np.array([nw / w0, nh / h0, nw / w0, nh / h0], np.float32)
+    # all candidate offsets at once; the one keeping the most box area wins (the first on ties)
+    ox = rng.integers(0, nw - cell_w + 1, max(1, tries))
+    oy = rng.integers(0, nh - cell_h + 1, max(1, tries))
+    k = 0
+    if len(sb) and len(ox) > 1:
+        off = np.stack((ox, oy, ox, oy), 1)[:, None, :].astype(np.float32)   # [T, 1, 4]
+        cb = sb[None] - off                                                  # [T, n, 4]
+        w = cb[..., 2].clip(0, cell_w) - cb[..., 0].clip(0, cell_w)
+        h = cb[..., 3].clip(0, cell_h) - cb[..., 1].clip(0, cell_h)
+        k = int((w.clip(0) * h.clip(0)).sum(1).argmax())
+    ox, oy = int(ox[k]), int(oy[k])
+    return (nw / w0, nh / h0), (nw, nh), (ox, oy), sb - np.array([ox, oy, ox, oy], np.float32)
+
+
+def _mosaic_layout(samples: list[Sample], rng: np.random.Generator, cfg, size: int):
+    """Cells, per-tile geometry and the canvas boxes of a mosaic (no pixels touched)."""
+    xc, yc = (int(v) for v in rng.uniform(size * 0.25, size * 0.75, 2))
+    cells = ((0, 0, xc, yc), (xc, 0, size, yc), (0, yc, xc, size), (xc, yc, size, size))
+    tries = cfg["smart_crop_tries"] if cfg["smart_crop"] else 1
+    tiles, all_boxes, all_cls = [], [], []
+    for (img, boxes, cls), (x1, y1, x2, y2) in zip(samples, cells):
+        cw, ch = x2 - x1, y2 - y1
+        fxy, _, oxy, tb = _cover_geometry(*img.shape[:2], boxes, cw, ch, rng, tries)
+        tiles.append((img, (x1, y1, x2, y2), fxy, oxy))
+        kb, kc = filter_boxes(tb, cls, cw, ch, cfg["min_visible_frac"], cfg["min_box_size"])
+        all_boxes.append(kb + np.array([x1, y1, x1, y1], np.float32))
+        all_cls.append(kc)
+    return tiles, np.concatenate(all_boxes).reshape(-1, 4), np.concatenate(all_cls)
+
+
+def mosaic(samples: list[Sample], rng: np.random.Generator, cfg, size: int) -> Sample:
+    """Four samples -> one size x size mosaic canvas (placement rule in the module docstring)."""
+    tiles, boxes, cls = _mosaic_layout(samples, rng, cfg, size)
+    canvas = np.full((size, size, 3), cfg["pad_value"], np.uint8)
+    for img, (x1, y1, x2, y2), (fx, fy), (ox, oy) in tiles:
+        nw, nh = round(img.shape[1] * fx), round(img.shape[0] * fy)
+        scaled = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        canvas[y1:y2, x1:x2] = scaled[oy:oy + y2 - y1, ox:ox + x2 - x1]
+    return canvas, boxes, cls
+
+
+def is_axis_aligned(cfg) -> bool:
+    return not (cfg["degrees"] or cfg["shear"] or cfg["perspective"])
+
+
+def _draw_affine(boxes, cls, rng, cfg, size):
+    """An affine matrix (redrawn under ``smart_crop`` while it would drop every box) and the boxes it keeps."""
     tries = cfg["smart_crop_tries"] if cfg["smart_crop"] and len(boxes) else 1
     for _ in range(max(1, tries)):
         m = affine_matrix(rng, size, cfg["degrees"], cfg["translate"], cfg["scale"], cfg["shear"], cfg["perspective"])
         nb, nc = filter_boxes(warp_boxes(boxes, m), cls, size, size, cfg["min_visible_frac"], cfg["min_box_size"])
         if len(nb) or not len(boxes):
             break
-    border = (cfg["pad_value"],) * 3
-    if cfg["perspective"]:
-        out = cv2.warpPerspective(img, m, (size, size), borderValue=border)
-    else:
-        out = cv2.warpAffine(img, m[:2], (size, size), borderValue=border)
+    return m, nb, nc
+
+
+def mosaic_affine(samples: list[Sample], rng: np.random.Generator, cfg, size: int) -> Sample:
+    """``mosaic`` then an axis-aligned ``random_affine``, with each tile resampled once (see the docstring)."""
+    if not is_axis_aligned(cfg):
+        raise ValueError("mosaic_affine needs degrees = shear = perspective = 0 (use mosaic + random_affine)")
+    tiles, boxes, cls = _mosaic_layout(samples, rng, cfg, size)
+    m, nb, nc = _draw_affine(boxes, cls, rng, cfg, size)
+    sx, tx, sy, ty = m[0, 0], m[0, 2], m[1, 1], m[1, 2]  # canvas -> output: x' = sx x + tx (sx == sy here)
+    out = np.full((size, size, 3), cfg["pad_value"], np.uint8)
+    for img, (x1, y1, x2, y2), (fx, fy), (ox, oy) in tiles:
+        # the cell's rectangle in the output, in whole pixels (pixel centres inside it belong to this tile)
+        rx0, rx1 = (int(np.clip(np.ceil(v - 0.5), 0, size)) for v in (sx * x1 + tx, sx * x2 + tx))
+        ry0, ry1 = (int(np.clip(np.ceil(v - 0.5), 0, size)) for v in (sy * y1 + ty, sy * y2 + ty))
+        if rx1 <= rx0 or ry1 <= ry0:
+            continue
+        # tile source pixel u -> canvas u*fx - ox + x1 -> output sx*(...) + tx - rx0 (the ROI's origin)
+        a = np.array([[sx * fx, 0, sx * (x1 - ox) + tx - rx0], [0, sy * fy, sy * (y1 - oy) + ty - ry0], [0, 0, 1]])
+        out[ry0:ry1, rx0:rx1] = cv2.warpAffine(img, pixel_centre(a)[:2], (rx1 - rx0, ry1 - ry0), flags=cv2.INTER_LINEAR,
+                                               borderMode=cv2.BORDER_REPLICATE)
     return out, nb, nc
 
 
-def _cover_crop(img: np.ndarray, boxes: np.ndarray, cell_w: int, cell_h: int, rng, tries: int):
-    """Scale ``img`` to cover a cell, crop at the offset (of ``tries`` draws) keeping the most box area."""
+def letterbox_affine(sample: Sample, rng: np.random.Generator, cfg, size: int) -> Sample:
+    """``letterbox_pad`` then ``random_affine`` in one warp of the (resized) image."""
+    img, boxes, cls = sample
     h, w = img.shape[:2]
-    f = max(cell_w / w, cell_h / h) * rng.uniform(1.0, 1.25)
-    nw, nh = max(cell_w, round(w * f)), max(cell_h, round(h * f))
-    scaled = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    sb = boxes * np.array([nw / w, nh / h, nw / w, nh / h], np.float32)
-    best, best_area = (0, 0), -1.0
-    for _ in range(max(1, tries)):
-        ox, oy = int(rng.integers(0, nw - cell_w + 1)), int(rng.integers(0, nh - cell_h + 1))
-        if not len(sb):
-            best = (ox, oy)
-            break
-        cb = sb - np.array([ox, oy, ox, oy], np.float32)
-        cb[:, [0, 2]] = cb[:, [0, 2]].clip(0, cell_w)
-        cb[:, [1, 3]] = cb[:, [1, 3]].clip(0, cell_h)
-        kept = _area(cb).sum()
-        if kept > best_area:
-            best, best_area = (ox, oy), kept
-    ox, oy = best
-    return scaled[oy:oy + cell_h, ox:ox + cell_w], sb - np.array([ox, oy, ox, oy], np.float32)
-
-
-def mosaic(samples: list[Sample], rng: np.random.Generator, cfg, size: int) -> Sample:
-    """Four samples -> one size x size mosaic (placement rule in the module docstring)."""
-    xc, yc = (int(v) for v in rng.uniform(size * 0.25, size * 0.75, 2))
-    cells = ((0, 0, xc, yc), (xc, 0, size, yc), (0, yc, xc, size), (xc, yc, size, size))
-    canvas = np.full((size, size, 3), cfg["pad_value"], np.uint8)
-    all_boxes, all_cls = [], []
-    tries = cfg["smart_crop_tries"] if cfg["smart_crop"] else 1
-    for (img, boxes, cls), (x1, y1, x2, y2) in zip(samples, cells):
-        cw, ch = x2 - x1, y2 - y1
-        tile, tb = _cover_crop(img, boxes, cw, ch, rng, tries)
-        canvas[y1:y2, x1:x2] = tile
-        kb, kc = filter_boxes(tb, cls, cw, ch, cfg["min_visible_frac"], cfg["min_box_size"])
-        all_boxes.append(kb + np.array([x1, y1, x1, y1], np.float32))
-        all_cls.append(kc)
-    return canvas, np.concatenate(all_boxes).reshape(-1, 4), np.concatenate(all_cls)
+    px, py = ((size - w) // 2, (size - h) // 2) if cfg["letterbox_center"] else (0, 0)
+    boxes = boxes + np.array([px, py, px, py], np.float32)
+    m, nb, nc = _draw_affine(boxes, cls, rng, cfg, size)
+    m = m @ np.array([[1, 0, px], [0, 1, py], [0, 0, 1]], float)
+    border = (cfg["pad_value"],) * 3
+    if cfg["perspective"]:
+        return cv2.warpPerspective(img, m, (size, size), borderValue=border), nb, nc
+    return cv2.warpAffine(img, pixel_centre(m)[:2], (size, size), borderValue=border), nb, nc
 
 
 def mixup(a: Sample, b: Sample, rng: np.random.Generator) -> Sample:

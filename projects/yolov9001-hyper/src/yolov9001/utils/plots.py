@@ -25,15 +25,15 @@ def draw_boxes(img: np.ndarray, boxes, labels, names: list[str], scores=None) ->
 
 
 def batch_grid(images, targets, names: list[str], max_images: int = 16) -> np.ndarray:
-    """A training batch (uint8 [B,3,S,S], targets [N,6]) -> one HxWx3 grid with the GT boxes drawn."""
+    """A training batch (uint8 [B,S,S,3], targets [N,6]) -> one HxWx3 grid with the GT boxes drawn."""
     b = min(len(images), max_images)
     cols = int(np.ceil(np.sqrt(b)))
     rows = int(np.ceil(b / cols))
-    s = images.shape[-1]
+    s = images.shape[1]
     grid = np.full((rows * s, cols * s, 3), 255, np.uint8)
     for k in range(b):
         t = targets[targets[:, 0] == k]
-        im = draw_boxes(images[k].permute(1, 2, 0).cpu().numpy(), t[:, 2:6].tolist(), t[:, 1].long().tolist(), names)
+        im = draw_boxes(images[k].cpu().numpy(), t[:, 2:6].tolist(), t[:, 1].long().tolist(), names)
         r, c = divmod(k, cols)
         grid[r * s:(r + 1) * s, c * s:(c + 1) * s] = np.asarray(im)
     return grid

@@ -1,0 +1,103 @@
+"""``bench-hyper``: the issue's three ratios, each against a baseline measured in the same run.
+
+    python -m yolov9001.bench [--imgsz 640] [--images 64] [--steps 5] [--no-compile] [--json out.json]
+
+1. Data loader, mosaic + affine (translate/scale) + HSV + flip at ``--imgsz`` from a RAM cache: samples/s of
+   this project's dataset vs ultralytics' ``build_yolo_dataset`` with the same augmentation values on the same
+   images (a spawned child process; skipped with a message when ultralytics is absent). Goal >= 1.5x.
+2. Train step of Hyper-YOLO-N, eager vs ``--compile`` (inductor), per phase.
+3. The HyperComputeModule's share of an eval forward.
+The images are the synthetic set at ``--imgsz`` x 3/4 ``--imgsz`` (photo-like 4:3), written to a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from yolo_common.device import resolve_device
+from yolo_common.synthetic import make_synthetic
+
+from .core.benchmark import bench_dataset, bench_train_step, hcm_share, latency_ms, ultralytics_rate
+from .core.config import get_config
+from .core.optim import build_optimizer
+from .core.runtime import attach_runtime
+from .models import build_model
+from .utils.dataloaders import create_dataloader
+from .utils.loss import DetectionLoss
+
+AUG = {"mosaic": 1.0, "mixup": 0.0, "copy_paste": 0.0, "degrees": 0.0, "translate": 0.1, "scale": 0.5,
+       "shear": 0.0, "perspective": 0.0, "fliplr": 0.5, "flipud": 0.0, "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--imgsz", type=int, default=640, help="data-loader side (the issue's 640)")
+    ap.add_argument("--train-imgsz", type=int, default=None, help="train-step side (default: 640 on CUDA, 320 on CPU)")
+    ap.add_argument("--batch", type=int, default=None, help="train-step batch (default: 16 on CUDA, 4 on CPU)")
+    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=128, help="augmented samples timed per loader")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    timg = args.train_imgsz or (640 if cuda else 320)
+    batch = args.batch or (16 if cuda else 4)
+    out: dict = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory(prefix="bench_hyper_") as tmp:
+        data = make_synthetic(tmp, layouts=("yolo",), num_train=args.images, num_val=4,
+                              image_size=(args.imgsz, args.imgsz * 3 // 4), seed=0)["yolo"].parent
+        cfg = get_config(hyp={**AUG, "imgsz": args.imgsz, "epochs": 100, "workers": 0})
+        _, ds = create_dataloader(data, "train", cfg, augment=True, cache="ram", progress=False)
+        ours = bench_dataset(ds, args.samples)
+        out["loader"] = {"ours_samples_s": ours}
+        theirs, why = ultralytics_rate(data, "train", cfg, args.samples)
+        if theirs is None:
+            print(f"[bench-hyper] ultralytics row skipped: {why}")
+            out["loader"]["ultralytics"] = f"skipped: {why}"
+        else:
+            out["loader"].update(ultralytics_samples_s=theirs, ratio=ours / theirs)
+        print(f"[bench-hyper] loader @{args.imgsz} (mosaic+affine+HSV+flip, RAM cache): ours {ours:.1f} samples/s"
+              + (f", ultralytics {theirs:.1f} samples/s, ratio {ours / theirs:.2f}x (goal >= 1.5x)" if theirs else ""))
+
+        tcfg = get_config(hyp={**AUG, "imgsz": timg, "batch_size": batch, "workers": 0, "nc": 3})
+        loader, _ = create_dataloader(data, "train", tcfg, augment=True, cache="ram", progress=False)
+        model = build_model(tcfg.to_dict()).to(device)
+        attach_runtime(model, timg, tcfg)
+        loss_fn = DetectionLoss(model, tcfg)
+        opt = build_optimizer(model, tcfg, batch, 1)
+        eager = bench_train_step(model, loss_fn, opt, loader, device, args.steps)
+        out["train_step"] = {"imgsz": timg, "batch": batch, "eager_ms": eager}
+        x = torch.rand(batch, 3, timg, timg, device=device)
+        out["hcm_share_of_forward"] = hcm_share(model, x)
+        out["latency_ms"] = {"b1": latency_ms(model, x[:1], device), f"b{batch}": latency_ms(model, x, device)}
+        print(f"[bench-hyper] train step @{timg} b{batch} eager: " +
+              ", ".join(f"{k} {v:.1f} ms" for k, v in eager.items()))
+        print(f"[bench-hyper] HCM share of the eval forward: {out['hcm_share_of_forward']:.1%}")
+        if not args.no_compile:
+            from .core.trainer import compile_model
+
+            cm = compile_model(model, device)
+            t = time.perf_counter()
+            bench_train_step(cm, loss_fn, opt, loader, device, 1)
+            first = time.perf_counter() - t
+            comp = bench_train_step(cm, loss_fn, opt, loader, device, args.steps)
+            out["train_step"].update(compiled_ms=comp, compile_first_steps_s=first,
+                                     ratio_eager_over_compiled=eager["total"] / comp["total"])
+            print(f"[bench-hyper] train step compiled: {comp['total']:.1f} ms (first 2 steps {first:.0f} s); "
+                  f"eager / compiled = {eager['total'] / comp['total']:.2f}x")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1, default=float))
+    return out
+
+
+if __name__ == "__main__":
+    main()
