@@ -123,3 +123,35 @@ def test_two_process_ddp_gloo(synthetic, tmp_path):
     assert ck["step"] == 2  # 16 images / (2 ranks x batch 4)
     lines = (run / "logs" / "train.jsonl").read_text().splitlines()
     assert len(lines) == 2  # rank 0 logs alone
+
+
+@pytest.mark.slow
+def test_heavy_logging_and_bf16_autocast(synthetic, tmp_path):
+    """--log INFO,HEAVY adds a batch grid and weight histograms to TensorBoard; precision bf16 trains under
+    CPU autocast and still saves fp32 weights."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    res = main(["train", "--data", str(synthetic["yolo"]), "--epochs", "1", "--img-size", "64", "--batch-size", "8",
+                "--workers", "0", "--device", "cpu", "--log", "INFO,HEAVY", "--log-dir", str(tmp_path),
+                "--hypo", HYPO + ",precision:bf16"])
+    run = Path(res["run_dir"])
+    ev = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "histograms": 0}).Reload()
+    assert "train/batch" in ev.Tags()["images"]
+    assert any(t.startswith("weights/model.0.conv") for t in ev.Tags()["histograms"])
+    assert json.loads((run / "config.json").read_text())["precision"] == "bf16"
+    ck = _state(run / "checkpoints" / "last.pt")
+    assert ck["model"]["model.0.conv.weight"].dtype == torch.float32
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_compile_trains_like_eager(synthetic, tmp_path):
+    """--compile (inductor) runs the same training; its first-epoch losses match eager's closely."""
+    common = ["train", "--data", str(synthetic["yolo"]), "--epochs", "1", "--scale", "t", *TINY, "--hypo", HYPO]
+    eager = Path(main([*common, "--log-dir", str(tmp_path / "e")])["run_dir"])
+    compiled = Path(main([*common, "--compile", "--log-dir", str(tmp_path / "c")])["run_dir"])
+    le = [json.loads(x)["loss"] for x in (eager / "logs" / "train.jsonl").read_text().splitlines()]
+    lc = [json.loads(x)["loss"] for x in (compiled / "logs" / "train.jsonl").read_text().splitlines()]
+    assert len(le) == len(lc) == 4
+    assert le[0] == pytest.approx(lc[0], rel=1e-3)
+    assert max(abs(a - b) / a for a, b in zip(le, lc)) < 0.05

@@ -20,7 +20,10 @@ def draw_boxes(img: np.ndarray, boxes, labels, names: list[str], scores=None) ->
         d.rectangle([float(v) for v in box], outline=color, width=2)
         name = names[int(lab)] if int(lab) < len(names) else str(int(lab))
         tag = name if scores is None else f"{name} {float(scores[k]):.2f}"
-        d.text((float(box[0]) + 2, float(box[1]) + 1), tag, fill=color)
+        x0, y0 = float(box[0]), max(float(box[1]) - 11, 0)
+        tw = d.textlength(tag)
+        d.rectangle([x0, y0, x0 + tw + 4, y0 + 11], fill=color)
+        d.text((x0 + 2, y0), tag, fill=(255, 255, 255))
     return im
 
 
