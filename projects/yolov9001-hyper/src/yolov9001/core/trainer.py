@@ -75,10 +75,11 @@ class Trainer:
         elif cfg.nc != len(self.names):
             raise ValueError(f"config nc={cfg.nc} but --data {data} has {len(self.names)} classes")
         self.model = build_model(cfg.to_dict()).to(device)
-        attach_runtime(self.model, cfg.imgsz, cfg)
+        attach_runtime(self.model, cfg.imgsz, cfg)  # strides for the bias prior of a fresh model
         self.model.detect.bias_init(self.model.strides, cfg.imgsz, cfg.detect_bias_prior)
         if weights:
             load_weights(self.model, weights)
+            attach_runtime(self.model, cfg.imgsz, cfg)  # after loading weights, as 9001.py promises
         self.global_batch = cfg.batch_size * self.world
         self.accumulate = max(round(cfg.nbs / self.global_batch), 1)
         self.optimizer = build_optimizer(self.model, cfg, cfg.batch_size, self.accumulate)

@@ -41,6 +41,10 @@ def load_resized(path: Path, size: int) -> np.ndarray:
     return img
 
 
+class UnreadableImage(OSError):
+    """An image that did not decode (any decoder error: truncated, corrupt, zero bytes, a patched PIL...)."""
+
+
 class DetectionDataset(Dataset):
     """One split. ``augment``: training transforms (mosaic, copy-paste, affine, mixup, HSV, flips)."""
 
@@ -82,8 +86,11 @@ class DetectionDataset(Dataset):
 
     # ---- loading ----
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(resized image, boxes scaled to it, classes); raises OSError for an undecodable image."""
-        img = self.cache.get(i)
+        """(resized image, boxes scaled to it, classes); raises UnreadableImage for an undecodable image."""
+        try:
+            img = self.cache.get(i)
+        except Exception as e:  # whatever the decoder raises; only the decode is guarded, not the rest
+            raise UnreadableImage(f"{type(e).__name__}: {e}") from e
         r = self.records[i]
         f = img.shape[1] / r.width, img.shape[0] / r.height
         boxes, cls = self.labels[i]
@@ -95,7 +102,7 @@ class DetectionDataset(Dataset):
             j = (i + k) % len(self)
             try:
                 return j, self.load(j)
-            except (OSError, ValueError, SyntaxError) as e:
+            except UnreadableImage as e:
                 with self._unreadable.get_lock():
                     self._unreadable.value += 1
                 if j not in self._warned:
