@@ -37,3 +37,17 @@ def test_parse_bool_ignores_case_and_whitespace():
     assert parse_bool(" YES ") is True and parse_bool("Off") is False
     with pytest.raises(ValueError, match="boolean"):
         parse_bool("")
+
+
+@pytest.mark.parametrize("text,expected", [("3", 3), ("0.5", 0.5), ("-2", -2), ("1e-3", 1e-3), ("none", None)])
+def test_union_tries_each_member(text, expected):
+    """`int | float` used to take only its first member: "0.5" was an error (or truncated)."""
+    got = parse_value(text, int | float | None)
+    assert got == expected and type(got) is type(expected)
+
+
+def test_union_error_lists_every_member():
+    with pytest.raises(ValueError, match="integer.*or.*number"):
+        parse_value("abc", int | float)
+    with pytest.raises(ValueError):
+        parse_value("none", int | float)  # None is not a member here

@@ -150,3 +150,23 @@ def test_seed_deterministic_sets_flags(monkeypatch):
     assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
     assert calls == [((True,), {"warn_only": True})]
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_seed_deterministic_after_cuda_init_warns(monkeypatch):
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG when CUDA initialises; setting it later is too late: say so."""
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: None)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.warns(RuntimeWarning, match="CUBLAS_WORKSPACE_CONFIG"):
+        dev.seed_everything(0, deterministic=True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dev.seed_everything(0, deterministic=True)  # before CUDA init: set quietly
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

@@ -386,3 +386,27 @@ def test_cli_module(tmp_path):
     assert "AP / AP50 / AP75" in r.stdout and "1.0000 / 1.0000" in r.stdout
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m["num_images"] == 1 and m["coco"]["AP"] == pytest.approx(1.0)
+
+
+def test_ort_threads_and_spinning_are_applied_and_recorded(tmp_path, tiny_onnx, monkeypatch):
+    import onnxruntime as ort
+
+    from yolo_common import onnx_eval
+
+    seen = []
+    real = onnx_eval.make_session
+
+    def spy(path, providers, *, session_options=None):
+        seen.append(session_options)
+        return real(path, providers, session_options=session_options)
+
+    monkeypatch.setattr(onnx_eval, "make_session", spy)
+    root = _write_coco(tmp_path / "data", [LANDSCAPE])
+    m = evaluate_onnx(tiny_onnx, root, "val", providers=["CPUExecutionProvider"], imgsz=64, warmup=0,
+                      progress=False, intra_op_threads=1, spinning=False)
+    opts = seen[-1]
+    assert isinstance(opts, ort.SessionOptions) and opts.intra_op_num_threads == 1
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert m["settings"]["intra_op_threads"] == 1 and m["settings"]["spinning"] is False
+    evaluate_onnx(tiny_onnx, root, "val", providers=["CPUExecutionProvider"], imgsz=64, warmup=0, progress=False)
+    assert seen[-1] is None  # ORT's defaults untouched unless asked

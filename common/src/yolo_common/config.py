@@ -54,10 +54,17 @@ def parse_value(text: str, tp: Any) -> Any:
     """
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Union or origin is types.UnionType:
-        if str(text).strip().lower() in _NONE:
+        if str(text).strip().lower() in _NONE and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
-        return parse_value(text, options[0])
+        # Each member in turn, narrowest first as written (`int | float`: "3" -> 3, "0.5" -> 0.5).
+        errors = []
+        for option in options:
+            try:
+                return parse_value(text, option)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(" or ".join(errors))
     if origin in (tuple, list, Sequence) or tp in (tuple, list):
         items = _items(str(text))
         if origin is tuple and args and args[-1] is not Ellipsis:

@@ -171,6 +171,13 @@ def seed_everything(seed: int | None = None, deterministic: bool = False) -> int
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every cuda device (lazily, so free without cuda)
     if deterministic:
+        # cuBLAS reads CUBLAS_WORKSPACE_CONFIG once, when CUDA initialises: setting it afterwards does
+        # nothing, so say so instead of silently running non-deterministic GEMMs.
+        if "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_available() and torch.cuda.is_initialized():
+            warnings.warn("seed_everything(deterministic=True) after CUDA was initialised: cuBLAS has already "
+                          "read CUBLAS_WORKSPACE_CONFIG (unset), so GEMMs may stay non-deterministic. Call it "
+                          "before any CUDA work, or export CUBLAS_WORKSPACE_CONFIG=:4096:8", RuntimeWarning,
+                          stacklevel=2)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
