@@ -186,3 +186,89 @@ def test_category_maps():
     with pytest.raises(IndexError):
         coco80_to_coco91(80)
     assert len(VOC_CLASSES) == 20 and VOC_CLASSES.index("person") == 14 and VOC_CLASSES[-1] == "tvmonitor"
+
+
+# ---- issue 16: official area buckets and annotation quirks -------------------------------------------
+
+
+def _coco_with_mask_areas(root, n_images=12, seed=0):
+    """Images whose annotation areas (as for masks) differ from the box areas, across the S/M/L limits."""
+    rng = np.random.default_rng(seed)
+    img_dir = root / "val2017"
+    img_dir.mkdir(parents=True)
+    images, anns = [], []
+    for i in range(n_images):
+        Image.new("RGB", (400, 300), (80, 80, 80)).save(img_dir / f"{i}.png")
+        images.append({"id": 100 + i, "file_name": f"{i}.png", "width": 400, "height": 300})
+        for _ in range(rng.integers(2, 6)):
+            w, h = rng.uniform(10, 160, 2)
+            x, y = rng.uniform(0, 400 - w), rng.uniform(0, 300 - h)
+            # mask area: 40-95% of the box, so many objects change bucket (32^2 and 96^2 limits)
+            anns.append({"id": len(anns) + 1, "image_id": 100 + i, "category_id": int(rng.choice([1, 3])),
+                         "bbox": [x, y, w, h], "area": float(w * h * rng.uniform(0.4, 0.95)),
+                         "iscrowd": int(rng.random() < 0.1)})
+    data = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"},
+                                                                   {"id": 3, "name": "car"}]}
+    (root / "annotations").mkdir()
+    ann = root / "annotations" / "instances_val2017.json"
+    ann.write_text(json.dumps(data))
+    dets = []
+    for a in anns:  # noisy detections of every object, plus a few false positives
+        x, y, w, h = a["bbox"]
+        j = rng.normal(0, 0.08, 4) * [w, h, w, h]
+        dets.append({"image_id": a["image_id"], "category_id": a["category_id"],
+                     "bbox": [x + j[0], y + j[1], w + j[2], h + j[3]], "score": float(rng.uniform(0.2, 1))})
+    for i in range(n_images):
+        dets.append({"image_id": 100 + i, "category_id": 1, "bbox": [5, 5, 40, 40], "score": 0.3})
+    return ann, dets
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_area_buckets_equal_pycocotools_on_the_original_json(tmp_path, backend):
+    """coco_map(read_coco -> to_coco_dict) == pycocotools on the original json, all 12 stats, on a set
+    whose areas are not the box areas (before the fix APs/APm/APl came from w*h)."""
+    from yolo_common.evaluation import coco_map
+
+    ann, dets = _coco_with_mask_areas(tmp_path)
+    ours = coco_map(to_coco_dict(read_coco(tmp_path, "val2017")), dets, backend=backend)
+    reference = coco_map(str(ann), dets, backend="pycocotools")
+    names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+    for k in names:
+        assert ours[k] == pytest.approx(reference[k], abs=1e-6), k
+    # the test can fail: the same GT with box areas gives different bucket stats
+    split = read_coco(tmp_path, "val2017")
+    for r in split.records:
+        r.area[:] = np.nan
+    boxy = coco_map(to_coco_dict(split), dets, backend="pycocotools")
+    assert any(abs(boxy[k] - reference[k]) > 1e-3 for k in ("APs", "APm", "APl", "ARs", "ARm", "ARl"))
+
+
+def test_area_iscrowd_and_ignore_survive_the_round_trip(tmp_path):
+    _make_coco(tmp_path, [{"bbox": [1, 1, 20, 10], "category_id": 1, "area": 123.5},
+                          {"bbox": [30, 5, 10, 10], "category_id": 3, "iscrowd": 1, "area": 40.0},
+                          {"bbox": [5, 20, 10, 10], "category_id": 3, "ignore": 1}])
+    (rec,) = read_coco(tmp_path, "val2017").records
+    assert rec.area[:2].tolist() == [123.5, 40.0] and np.isnan(rec.area[2])
+    d = to_coco_dict(read_coco(tmp_path, "val2017"))
+    a = d["annotations"]
+    assert [x["area"] for x in a] == [123.5, 40.0, 100.0]  # the last has none: box area
+    assert [x["iscrowd"] for x in a] == [0, 1, 0] and a[2].get("ignore") == 1 and "ignore" not in a[0]
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda d: d["images"].append(dict(d["images"][0])), r"duplicate image ids \[7\]"),
+    (lambda d: d["categories"].append({"id": 3, "name": "truck"}), r"duplicate category ids \[3\]"),
+    (lambda d: d["annotations"][0].update(iscrowd="0"), r"annotation 1 has iscrowd='0'"),
+    (lambda d: d["annotations"][0].update(iscrowd=2), r"iscrowd=2"),
+    (lambda d: d["images"][0].update(width=-100), r"images \[7\] have a width/height"),
+    (lambda d: d["images"][0].update(height="50"), r"images \[7\] have a width/height"),
+    (lambda d: d["annotations"][0].update(area=-1), r"area=-1"),
+])
+def test_annotation_quirks_are_clear_errors(tmp_path, mutate, needle):
+    ann = _make_coco(tmp_path, [{"bbox": [1, 1, 20, 10], "category_id": 1}])
+    data = json.loads(ann.read_text())
+    mutate(data)
+    ann.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=needle) as e:
+        read_coco(tmp_path, "val2017")
+    assert str(ann) in str(e.value)

@@ -7,6 +7,7 @@ the opt-in full check.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,34 @@ def _resolve(root: Path, split: str, ann_file: Path | None) -> tuple[str, Path, 
         raise FileNotFoundError(f"COCO annotation file {ann} does not exist (split {name!r}; tried {names})")
     raise FileNotFoundError(f"COCO image directory for split {name!r} not found: expected {img_dirs[0]} "
                             f"or {img_dirs[1]}")
+
+
+def _check_unique(ann: Path, what: str, ids: list[int]) -> None:
+    """Duplicate ids silently merge images (the union of their boxes) or inflate the class count."""
+    seen, dup = set(), []
+    for i in ids:
+        if i in seen:
+            dup.append(i)
+        seen.add(i)
+    if dup:
+        raise ValueError(f"{ann}: duplicate {what} ids {sorted(set(dup))[:10]}")
+
+
+def _flag(a: dict, key: str, ann: Path) -> bool:
+    """``iscrowd`` / ``ignore``: 0/1 (or a JSON bool); a string such as "0" is an error, not True."""
+    v = a.get(key, 0)
+    if isinstance(v, bool) or (isinstance(v, (int, float)) and v in (0, 1)):
+        return bool(v)
+    raise ValueError(f"{ann}: annotation {a.get('id', '?')} has {key}={v!r}; expected 0 or 1")
+
+
+def _area(a: dict, ann: Path) -> float:
+    v = a.get("area")
+    if v is None:
+        return float("nan")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise ValueError(f"{ann}: annotation {a.get('id', '?')} has area={v!r}; expected a number >= 0")
+    return float(v)
 
 
 def _load_json(path: Path) -> dict:
@@ -89,6 +118,12 @@ def read_coco(root: str | Path, split: str = "val2017", *, ann_file: str | Path 
         images = [(int(im["id"]), str(im["file_name"]), im.get("width"), im.get("height")) for im in data["images"]]
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{ann}: malformed COCO image or category entry ({e!r})") from e
+    _check_unique(ann, "image", [im[0] for im in images])
+    _check_unique(ann, "category", [c["id"] for c in categories])
+    bad_size = [im[0] for im in images if any(v is not None and (not isinstance(v, (int, float)) or
+                                                                  isinstance(v, bool) or v <= 0) for v in im[2:])]
+    if bad_size:
+        raise ValueError(f"{ann}: images {bad_size[:10]} have a width/height that is not a positive number")
     cat_ids = {c["id"] for c in categories}
 
     # Group annotations per image once (a per-image scan would be O(images * annotations)).
@@ -105,7 +140,7 @@ def read_coco(root: str | Path, split: str = "val2017", *, ann_file: str | Path 
             raise ValueError(f"{ann}: annotation {a.get('id', '?')} has category_id {cid} not in categories")
         if img_id not in per_image:
             raise ValueError(f"{ann}: annotation {a.get('id', '?')} refers to unknown image_id {img_id}")
-        per_image[img_id].append((bbox, cid, bool(a.get("iscrowd", 0))))
+        per_image[img_id].append((bbox, cid, _flag(a, "iscrowd", ann), _area(a, ann), _flag(a, "ignore", ann)))
 
     on_disk = list_names(img_dir)
     records = []
@@ -121,13 +156,15 @@ def read_coco(root: str | Path, split: str = "val2017", *, ann_file: str | Path 
                 skipped.add("image does not decode", str(path))
                 continue
         anns = per_image[img_id]
-        xywh = np.array([b for b, _, _ in anns], np.float32).reshape(-1, 4)
+        xywh = np.array([a[0] for a in anns], np.float32).reshape(-1, 4)
         xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
         boxes, keep = clip_boxes(xyxy, int(w), int(h), skipped, file_name)
         records.append(ImageRecord(
             path=path, width=int(w), height=int(h), boxes=boxes[keep],
-            category_ids=np.array([c for _, c, _ in anns], np.int64)[keep],
-            iscrowd=np.array([z for _, _, z in anns], bool)[keep], image_id=img_id))
+            category_ids=np.array([a[1] for a in anns], np.int64)[keep],
+            iscrowd=np.array([a[2] for a in anns], bool)[keep], image_id=img_id,
+            area=np.array([a[3] for a in anns], np.float32)[keep],
+            ignore=np.array([a[4] for a in anns], bool)[keep]))
 
     out = DatasetSplit(records=records, categories=categories, root=root, split=name, layout="coco",
                        annotation_files=[ann], skipped=skipped)
@@ -191,8 +228,10 @@ def to_coco_dict(split: DatasetSplit, *, category_ids: Sequence[int] | None = No
             to turn a YOLO-layout COCO back into COCO's sparse ids. Default: keep the split's own ids.
 
     Returns:
-        A dict that pycocotools / faster-coco-eval load as ground truth. Difficult flags are not written
-        (COCO has no such field); crowd flags are.
+        A dict that pycocotools / faster-coco-eval load as ground truth. ``area`` is the record's source
+        area where it has one (COCO's mask area: it decides APs/APm/APl, so the stats equal pycocotools
+        on the original json) and the box area otherwise (YOLO, VOC, synthetic). Crowd flags are written,
+        ``ignore`` where set; difficult flags are not (COCO has no such field).
     """
     cats = split.categories
     if category_ids is not None:
@@ -205,13 +244,18 @@ def to_coco_dict(split: DatasetSplit, *, category_ids: Sequence[int] | None = No
     for r in split.records:
         images.append({"id": int(r.image_id), "file_name": r.path.name, "width": int(r.width),
                        "height": int(r.height)})
-        for box, cid, crowd in zip(r.boxes.tolist(), r.category_ids.tolist(), r.iscrowd.tolist()):
+        for box, cid, crowd, area, ign in zip(r.boxes.tolist(), r.category_ids.tolist(), r.iscrowd.tolist(),
+                                              r.area.tolist(), r.ignore.tolist()):
             x1, y1, x2, y2 = box
             w, h = x2 - x1, y2 - y1
+            # The source's own area (COCO: the mask area, which sets the S/M/L buckets); box area otherwise.
+            area = area if math.isfinite(area) else w * h
             # 3 decimals: float32 -> float prints 12.300000190734863 otherwise; 1e-3 px is far below 1 px.
-            annotations.append({"id": len(annotations) + 1, "image_id": int(r.image_id),
-                                "category_id": remap[cid], "bbox": [round(v, 3) for v in (x1, y1, w, h)],
-                                "area": round(w * h, 3), "iscrowd": int(crowd)})
+            a = {"id": len(annotations) + 1, "image_id": int(r.image_id), "category_id": remap[cid],
+                 "bbox": [round(v, 3) for v in (x1, y1, w, h)], "area": round(area, 3), "iscrowd": int(crowd)}
+            if ign:
+                a["ignore"] = 1
+            annotations.append(a)
     return {
         # info/licenses: some pycocotools versions copy them in loadRes and fail when absent.
         "info": {"description": f"{split.layout} {split.split} from {split.root.name}"},

@@ -31,6 +31,9 @@ class ImageRecord:
         iscrowd: ``(n,)`` bool, COCO crowd regions (ignored by COCO eval, never trained on by default).
         difficult: ``(n,)`` bool, VOC difficult flags (ignored by VOC AP).
         image_id: integer id, unique within a split (COCO's id, else the running index).
+        area: ``(n,)`` float32, the annotation's own ``area`` (COCO: the *mask* area, which decides the
+            S/M/L buckets of COCO eval), NaN where the source has none (YOLO, VOC, synthetic: box area).
+        ignore: ``(n,)`` bool, COCO's optional ``ignore`` flag.
     """
 
     path: Path
@@ -41,6 +44,8 @@ class ImageRecord:
     iscrowd: np.ndarray | None = None
     difficult: np.ndarray | None = None
     image_id: int = 0
+    area: np.ndarray | None = None
+    ignore: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -51,6 +56,11 @@ class ImageRecord:
             raise ValueError(f"{self.path}: {n} boxes but {len(self.category_ids)} category ids")
         self.iscrowd = np.zeros(n, bool) if self.iscrowd is None else _as(self.iscrowd, bool)
         self.difficult = np.zeros(n, bool) if self.difficult is None else _as(self.difficult, bool)
+        self.area = np.full(n, np.nan, np.float32) if self.area is None else _as(self.area, np.float32)
+        self.ignore = np.zeros(n, bool) if self.ignore is None else _as(self.ignore, bool)
+        for name in ("iscrowd", "difficult", "area", "ignore"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{self.path}: {n} boxes but {len(getattr(self, name))} {name} values")
 
     def __len__(self) -> int:
         return len(self.boxes)
