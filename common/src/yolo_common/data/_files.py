@@ -18,6 +18,27 @@ IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".we
 _TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
 
 
+def read_text(path: Path, what: str = "file") -> str:
+    """A text file as UTF-8; non-UTF-8 bytes are a ValueError naming the file and the byte offset
+    (instead of a bare UnicodeDecodeError from deep inside a reader)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{display_path(path)}: {what} is not UTF-8 text (byte {e.start}: "
+                         f"{e.object[e.start:e.start + 4]!r}); re-save it as UTF-8") from None
+
+
+def display_path(path) -> str:
+    """``str(path)`` that is always valid UTF-8: undecodable bytes of a file name (POSIX names are bytes)
+    become ``\\xNN`` escapes, so JSON, logs and XML can carry it."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def safe_file_name(name: str) -> str:
+    """A file name that is valid UTF-8, for writers: undecodable bytes become ``%xNN``."""
+    return display_path(name).replace("\\x", "%x")
+
+
 def image_size(path: Path, *, exif: bool = False) -> tuple[int, int]:
     """``(width, height)`` from the image header only (no pixel decode: ~0.2 ms a file from page cache).
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ._boxes import clip_boxes
-from ._files import image_size, link_or_copy, list_names, report_skipped, unique_names
+from ._files import image_size, link_or_copy, list_names, report_skipped, safe_file_name, unique_names
 from .records import DatasetSplit, ImageRecord, SkipCounter
 
 # "train"/"val" are what everyone types; the files on disk are named train2017/val2017 (and the other way).
@@ -242,7 +242,7 @@ def to_coco_dict(split: DatasetSplit, *, category_ids: Sequence[int] | None = No
         remap = {c["id"]: c["id"] for c in cats}
     images, annotations = [], []
     for r in split.records:
-        images.append({"id": int(r.image_id), "file_name": r.path.name, "width": int(r.width),
+        images.append({"id": int(r.image_id), "file_name": safe_file_name(r.path.name), "width": int(r.width),
                        "height": int(r.height)})
         for box, cid, crowd, area, ign in zip(r.boxes.tolist(), r.category_ids.tolist(), r.iscrowd.tolist(),
                                               r.area.tolist(), r.ignore.tolist()):
@@ -279,7 +279,7 @@ def write_coco(split: DatasetSplit, out_root: str | Path, split_name: str, *,
         The annotation json path.
     """
     out_root = Path(out_root)
-    names = unique_names(split.records, lambda p: p.name)
+    names = unique_names(split.records, lambda p: safe_file_name(p.name))
     img_dir = out_root / split_name
     img_dir.mkdir(parents=True, exist_ok=True)
     for r, name in zip(split.records, names):

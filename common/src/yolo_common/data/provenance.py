@@ -7,6 +7,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ._files import display_path
 from .records import DatasetSplit
 
 # Past this many annotation files (YOLO labels, VOC xmls: one per image) only the combined digest is
@@ -24,9 +25,9 @@ def _sha256(path: Path) -> str:
 
 def _rel(path: Path, root: Path) -> str:
     try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
+        return display_path(path.resolve().relative_to(root.resolve()).as_posix())
     except ValueError:
-        return path.name
+        return display_path(path.name)
 
 
 def split_provenance(split: DatasetSplit) -> dict:
@@ -41,9 +42,9 @@ def split_provenance(split: DatasetSplit) -> dict:
         digest = _sha256(f)
         combined.update(f"{_rel(f, split.root)}\0{digest}\n".encode())
         if len(files) <= _MAX_LISTED_FILES:
-            listed.append({"path": str(f), "sha256": digest, "bytes": f.stat().st_size})
+            listed.append({"path": display_path(f), "sha256": digest, "bytes": f.stat().st_size})
     return {
-        "root": str(split.root),
+        "root": display_path(split.root),
         "layout": split.layout,
         "split": split.split,
         "images": len(split.records),

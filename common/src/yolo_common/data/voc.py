@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ._boxes import clip_boxes
-from ._files import image_size, link_or_copy, list_names, report_skipped, unique_names
+from ._files import image_size, link_or_copy, list_names, read_text, report_skipped, safe_file_name, unique_names
 from .categories import VOC_CLASSES
 from .records import DatasetSplit, ImageRecord, SkipCounter
 
@@ -23,7 +23,7 @@ CLASS_NAMES_FILE = "class_names.txt"
 
 
 def _read_names(path: Path) -> list[str]:
-    return [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip()]
+    return [n.strip() for n in read_text(path, "class-names file").splitlines() if n.strip()]
 
 
 def find_voc_dir(root: str | Path, year: str = "2012") -> Path:
@@ -117,7 +117,7 @@ def read_voc(root: str | Path, split: str = "val", year: str = "2012", *,
     if not split_file.is_file():
         raise FileNotFoundError(f"VOC split file {split_file} does not exist")
     # Main/<split>.txt has one id per line; the per-class files (<class>_<split>.txt) add a flag column.
-    ids = [line.split()[0] for line in split_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = [line.split()[0] for line in read_text(split_file, "VOC split list").splitlines() if line.strip()]
 
     skipped = SkipCounter()
     jpeg_dir = voc / "JPEGImages"
@@ -173,12 +173,15 @@ def write_voc(split: DatasetSplit, out_root: str | Path, split_name: str, year: 
         sidecar.write_text("".join(n + "\n" for n in names), encoding="utf-8")
     cls_name = {c["id"]: c["name"] for c in split.categories}
 
-    stems = unique_names(split.records, lambda p: p.stem)
+    # Non-UTF-8 file names (POSIX names are bytes) are written under an escaped UTF-8 name: the xml, the
+    # split list and the image name must agree, and XML / the list can only hold UTF-8.
+    stems = unique_names(split.records, lambda p: safe_file_name(p.stem))
     for r, stem in zip(split.records, stems):
-        link_or_copy(r.path, voc / "JPEGImages" / r.path.name)
+        image_name = stem + r.path.suffix
+        link_or_copy(r.path, voc / "JPEGImages" / image_name)
         ann = ET.Element("annotation")
         ET.SubElement(ann, "folder").text = f"VOC{year}"
-        ET.SubElement(ann, "filename").text = r.path.name
+        ET.SubElement(ann, "filename").text = image_name
         size = ET.SubElement(ann, "size")
         for tag, v in (("width", r.width), ("height", r.height), ("depth", 3)):
             ET.SubElement(size, tag).text = str(int(v))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ._boxes import clip_boxes
-from ._files import IMAGE_SUFFIXES, image_sizes, link_or_copy, report_skipped, unique_names
+from ._files import IMAGE_SUFFIXES, image_sizes, link_or_copy, read_text, report_skipped, safe_file_name, unique_names
 from .records import DatasetSplit, ImageRecord, SkipCounter
 
 log = logging.getLogger("yolo_common.data")
@@ -28,7 +28,7 @@ def _load_yaml(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"YOLO data yaml {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path, "YOLO data yaml"))
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: malformed yaml ({e})") from e
     if not isinstance(data, dict):
@@ -67,7 +67,7 @@ def _image_files(entry, root: Path, yaml_path: Path, split: str) -> list[Path]:
             files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
         elif p.is_file() and p.suffix == ".txt":
             # Ultralytics convention: lines starting with "./" are relative to the list's folder.
-            for line in p.read_text(encoding="utf-8").splitlines():
+            for line in read_text(p, "YOLO image list").splitlines():
                 line = line.strip()
                 if line:
                     q = Path(line)
@@ -91,7 +91,7 @@ def label_path(image: Path) -> Path:
 def _parse_label(path: Path, ncls_ids: set[int], width: int, height: int):
     """Rows ``(cls, x1, y1, x2, y2)`` in pixels; ValueError naming ``file:line`` on anything malformed."""
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_text(path, "YOLO label file").splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
@@ -199,7 +199,7 @@ def write_yolo(split: DatasetSplit, out_root: str | Path, split_name: str,
     img_dir.mkdir(parents=True, exist_ok=True)
     lbl_dir.mkdir(parents=True, exist_ok=True)
     n_dropped = 0
-    for r, name in zip(split.records, unique_names(split.records, lambda p: p.name)):
+    for r, name in zip(split.records, unique_names(split.records, lambda p: safe_file_name(p.name))):
         link_or_copy(r.path, img_dir / name)
         drop = np.zeros(len(r), bool)
         if skip_crowd:
