@@ -17,6 +17,7 @@ from .coco import read_coco, to_coco_dict, verify_images, write_coco
 from .load import detect_layout, load_split
 from .provenance import provenance, write_provenance
 from .records import DatasetSplit, ImageRecord, SkipCounter
+from .robust import SkipUnreadable, UnreadableImage, drop_none
 from .voc import read_voc, write_voc
 from .yolo import read_yolo, write_yolo
 
@@ -29,9 +30,12 @@ __all__ = [
     "DatasetSplit",
     "ImageRecord",
     "SkipCounter",
+    "SkipUnreadable",
+    "UnreadableImage",
     "coco80_to_coco91",
     "coco91_to_coco80",
     "detect_layout",
+    "drop_none",
     "load_split",
     "provenance",
     "read_coco",

@@ -1,0 +1,89 @@
+"""``SkipUnreadable``: a dataset wrapper so one undecodable image never ends an epoch.
+
+Readers trust headers (COCO/VOC sizes come from the annotation file), so a truncated or corrupt image is
+found only when a worker decodes it, maybe hours into a run. Wrapped, that sample is logged once (per
+process), counted in shared memory (so the count covers every DataLoader worker) and replaced by the next
+readable index, deterministically; ``mode="drop"`` returns ``None`` instead and ``drop_none(collate)``
+removes it from the batch. The run then reports "N unreadable images skipped" (``summary()``).
+
+Only decode failures are caught (``OSError``, which covers PIL's ``UnidentifiedImageError`` and truncated
+files, plus ``UnreadableImage`` for loaders such as OpenCV that return ``None``); a label bug still raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+from collections.abc import Callable, Sequence
+from typing import Any
+
+log = logging.getLogger("yolo_common.data")
+
+
+class UnreadableImage(OSError):
+    """Raise this from a loader whose decoder reports failure without an exception (cv2.imread -> None)."""
+
+
+class SkipUnreadable:
+    """Wraps any map-style dataset (``__len__`` + ``__getitem__``).
+
+    Args:
+        dataset: the dataset; ``describe(i)`` (if it has one) names the file of index i in the log.
+        mode: "replace" (the next readable index) or "drop" (return None; use ``drop_none``).
+        errors: exception types that mean "this image does not decode".
+        max_tries: consecutive unreadable indices before giving up with a RuntimeError.
+    """
+
+    def __init__(self, dataset, *, mode: str = "replace", errors: tuple[type[BaseException], ...] = (OSError,),
+                 max_tries: int = 10):
+        if mode not in ("replace", "drop"):
+            raise ValueError(f"mode must be 'replace' or 'drop', got {mode!r}")
+        self.dataset, self.mode, self.errors, self.max_tries = dataset, mode, tuple(errors), max_tries
+        self._count = mp.Value("i", 0)  # shared with forked / spawned workers (pickled with the wrapper)
+        self._warned: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:  # set_epoch, records, ... of the wrapped dataset
+        if name.startswith("_") or name in ("dataset", "mode", "errors", "max_tries"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    @property
+    def skipped(self) -> int:
+        """Unreadable loads so far, over every worker (an image read twice counts twice)."""
+        return self._count.value
+
+    def summary(self) -> str:
+        return f"{self.skipped} unreadable images skipped" if self.skipped else "no unreadable images"
+
+    def _name(self, i: int) -> str:
+        describe = getattr(self.dataset, "describe", None)
+        return describe(i) if callable(describe) else f"index {i}"
+
+    def __getitem__(self, index: int):
+        n = len(self.dataset)
+        for k in range(min(self.max_tries, n)):
+            j = (index + k) % n
+            try:
+                return self.dataset[j]
+            except self.errors as e:
+                with self._count.get_lock():
+                    self._count.value += 1
+                if j not in self._warned:
+                    self._warned.add(j)
+                    log.warning("unreadable image skipped: %s (%s: %s)", self._name(j), type(e).__name__, e)
+                if self.mode == "drop":
+                    return None
+        raise RuntimeError(f"{self.max_tries} consecutive images from index {index} do not decode; "
+                           f"is the dataset readable? ({self._name(index)})")
+
+
+def drop_none(collate: Callable[[Sequence], Any]) -> Callable[[Sequence], Any]:
+    """A collate that first removes the ``None`` samples of ``SkipUnreadable(mode="drop")``."""
+
+    def wrapped(batch: Sequence):
+        return collate([b for b in batch if b is not None])
+
+    return wrapped

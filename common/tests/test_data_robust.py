@@ -1,0 +1,90 @@
+"""SkipUnreadable: a corrupt image becomes a counted, logged skip, also inside DataLoader workers."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torch.utils.data._utils.collate import default_collate
+
+from yolo_common.data import SkipUnreadable, UnreadableImage, drop_none
+from yolo_common.preprocess import read_image
+
+
+class Files:
+    """Decodes one file per index (PIL, as the projects do)."""
+
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def describe(self, i):
+        return str(self.paths[i])
+
+    def __getitem__(self, i):
+        return torch.from_numpy(read_image(self.paths[i]).copy()), i
+
+
+@pytest.fixture
+def files(tmp_path):
+    paths = []
+    for i in range(8):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((8, 8, 3), i * 20, np.uint8)).save(p)
+        paths.append(p)
+    paths[2].write_bytes(b"")                                   # zero bytes
+    paths[5].write_bytes(paths[5].read_bytes()[:30])            # truncated
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")  # corrupt
+    paths[6] = tmp_path / "bad.jpg"
+    return paths
+
+
+def test_unwrapped_dataset_crashes(files):
+    with pytest.raises(OSError):
+        list(DataLoader(Files(files), batch_size=4))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_replace_counts_across_workers_and_logs_names(files, workers, caplog):
+    ds = SkipUnreadable(Files(files))
+    with caplog.at_level(logging.WARNING, "yolo_common.data"):
+        batches = list(DataLoader(ds, batch_size=4, num_workers=workers))
+    idx = torch.cat([b[1] for b in batches]).tolist()
+    assert idx == [0, 1, 3, 3, 4, 7, 7, 7]  # 2 -> 3, 5 -> 6 -> 7, 6 -> 7
+    assert ds.skipped == 4 and ds.summary() == "4 unreadable images skipped"
+    if workers == 0:  # worker processes log to their own stderr
+        assert "2.png" in caplog.text and "bad.jpg" in caplog.text
+
+
+def test_drop_mode_removes_samples_from_the_batch(files):
+    ds = SkipUnreadable(Files(files), mode="drop")
+    batches = list(DataLoader(ds, batch_size=4, collate_fn=drop_none(default_collate)))
+    assert [len(b[1]) for b in batches] == [3, 2] and ds.skipped == 3
+
+
+def test_only_decode_errors_are_caught(files):
+    class Buggy(Files):
+        def __getitem__(self, i):
+            raise KeyError("a label bug")
+
+    with pytest.raises(KeyError):
+        SkipUnreadable(Buggy(files))[0]
+
+    class Cv2Like(Files):
+        def __getitem__(self, i):
+            raise UnreadableImage("cv2.imread returned None")
+
+    with pytest.raises(RuntimeError, match="consecutive images"):
+        SkipUnreadable(Cv2Like(files), max_tries=3)[0]
+
+
+def test_wrapper_forwards_attributes(files):
+    inner = Files(files)
+    inner.epoch = 3
+    assert SkipUnreadable(inner).epoch == 3 and len(SkipUnreadable(inner)) == 8
