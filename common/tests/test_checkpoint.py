@@ -130,3 +130,41 @@ def test_keep_history(tmp_path):
     off = C.CheckpointManager(tmp_path / "off")
     off.save({}, epoch=0)
     assert list((tmp_path / "off").glob("epoch_*.pt")) == []
+
+
+def test_atomic_write_bytes_and_json(tmp_path):
+    import json
+
+    import numpy as np
+
+    from yolo_common.checkpoint import atomic_write_bytes, atomic_write_json
+
+    p = atomic_write_bytes(tmp_path / "a" / "x.bin", b"\x00\x01")
+    assert p.read_bytes() == b"\x00\x01" and list(p.parent.iterdir()) == [p]
+    j = atomic_write_json(tmp_path / "m.json", {"ap": np.float32(0.5), "n": np.int64(3)})
+    assert json.loads(j.read_text()) == {"ap": 0.5, "n": 3}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_killed_write_leaves_old_file_and_a_temp_that_the_manager_sweeps(tmp_path, monkeypatch):
+    from yolo_common import checkpoint as ck
+
+    target = tmp_path / "ckpt" / "last.pt"
+    ck.save_checkpoint({"v": 1}, target)
+
+    # simulate a kill after the temp file is written but before the rename (no cleanup runs on SIGKILL)
+    def killed(src, dst):  # the process dies between the fsync and the rename
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(ck.os, "replace", killed)
+    monkeypatch.setattr(ck.os, "unlink", lambda p: None)  # SIGKILL: no except-branch cleanup either
+    try:
+        ck.save_checkpoint({"v": 2}, target)
+    except SystemExit:
+        pass
+    monkeypatch.undo()
+    temps = list(target.parent.glob(".last.pt.*.tmp"))
+    assert len(temps) == 1 and ck.load_checkpoint(target)["v"] == 1
+    (target.parent / "notes.tmp").write_text("not ours")  # other .tmp files are left alone
+    mgr = ck.CheckpointManager(target.parent)
+    assert mgr.swept == temps and not temps[0].exists() and (target.parent / "notes.tmp").exists()

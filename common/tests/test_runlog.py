@@ -246,3 +246,34 @@ def test_write_summary(tmp_path):
     assert "## Results\n\n| split | mAP   |" in text and "| val   | 0.500 |" in text
     assert "| batch | ms    |" in text and "## Notes\n\ntrained on synthetic shapes\n" in text
     assert text.index("## Results") < text.index("## Speed") < text.index("## Notes")
+
+
+def test_resume_trims_jsonl_and_purges_tensorboard(tmp_path):
+    """A run killed after its step-5 checkpoint logged steps up to 7; the resumed run (from step 5) must
+    leave each step once in train.jsonl and in TensorBoard."""
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from yolo_common.runlog import RunLogger
+
+    first = RunLogger(tmp_path, {"a": 1}, rank=0, curves_on_close=False)
+    for step in range(8):
+        first.log_train(step, 0, loss=float(step))
+    first.log_eval(4, 1, AP=0.1)
+    first.log_eval(7, 1, AP=0.9)  # after the checkpoint: must go
+    first.close()
+    with open(first.train_log_path, "a") as f:
+        f.write('{"step": 8, "los')  # a line torn by the kill
+    second = RunLogger(tmp_path, {"a": 1}, rank=0, curves_on_close=False, resume_step=5)
+    assert second.trimmed == {"train": 4, "eval": 1}
+    for step in range(5, 10):
+        second.log_train(step, 1, loss=100.0 + step)
+    second.close()
+    steps = [json.loads(x)["step"] for x in second.train_log_path.read_text().splitlines()]
+    assert steps == list(range(10))
+    assert [json.loads(x)["step"] for x in second.eval_log_path.read_text().splitlines()] == [4]
+    ev = EventAccumulator(str(tmp_path / "tb")).Reload()
+    events = ev.Scalars("train/loss")
+    assert [e.step for e in events] == list(range(10))
+    assert [e.value for e in events][5:] == [105.0, 106.0, 107.0, 108.0, 109.0]

@@ -292,6 +292,9 @@ class RunLogger:
             (``wandb_mode="offline"`` or env ``WANDB_MODE=offline`` logs without network).
         wandb_kwargs: any other ``wandb.init`` arguments (entity, tags, group...).
         curves_on_close: write ``curves/loss.{csv,png}`` from ``logs/train.jsonl`` in ``close()``.
+        resume_step: a resumed run's first step. Records at or after it (logged by the killed process
+            after its last checkpoint) are cut from ``logs/*.jsonl`` and TensorBoard is opened with
+            ``purge_step`` so its events from that step on are discarded: every step appears once.
 
     W&B is best effort: if the package is missing or ``wandb.init`` fails (no login, no network) one
     ``RuntimeWarning`` is emitted and local logging carries on.
@@ -304,8 +307,10 @@ class RunLogger:
                  tensorboard: bool = True, report_to: str | Sequence[str] | None = None,
                  wandb_project: str | None = None, wandb_run_name: str | None = None,
                  wandb_mode: str | None = None, wandb_kwargs: Mapping[str, Any] | None = None,
-                 curves_on_close: bool = True) -> None:
+                 curves_on_close: bool = True, resume_step: int | None = None) -> None:
         self.root = Path(root)
+        self.resume_step = None if resume_step is None else int(resume_step)
+        self.trimmed: dict[str, int] = {}
         if rank is None:
             # Imported here so markdown/curve helpers do not pull in torch.
             from yolo_common.distributed import get_rank
@@ -322,6 +327,8 @@ class RunLogger:
         self._closed = False
         if not self.active:
             return
+        if self.resume_step is not None:
+            self.trimmed = {split: self._trim(split) for split in ("train", "eval")}
         if config is not None:
             self.save_config(config)
         targets = [report_to] if isinstance(report_to, str) else list(report_to or [])
@@ -440,8 +447,27 @@ class RunLogger:
             # thread, which rank > 0 and runs without logging should never pay for.
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(self.tb_dir), flush_secs=30)
+            self._tb = SummaryWriter(log_dir=str(self.tb_dir), flush_secs=30, purge_step=self.resume_step)
         return self._tb
+
+    def _trim(self, split: str) -> int:
+        """Drops the records with ``step >= resume_step`` (and a torn last line); returns how many."""
+        from yolo_common.checkpoint import atomic_write_bytes
+
+        path = self.train_log_path if split == "train" else self.eval_log_path
+        if not path.is_file():
+            return 0
+        kept, dropped = [], 0
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                keep = json.loads(line)["step"] < self.resume_step
+            except (ValueError, KeyError, TypeError):  # a line cut by the kill
+                keep = False
+            kept.append(line) if keep else None
+            dropped += not keep
+        if dropped:
+            atomic_write_bytes(path, "".join(x + "\n" for x in kept).encode("utf-8"))
+        return dropped
 
     def write_curves(self) -> tuple[Path, Path] | None:
         """Writes ``curves/loss.csv`` and ``curves/loss.png`` from ``logs/train.jsonl``."""

@@ -59,19 +59,21 @@ def test_resume_continues_exactly(synthetic, tmp_path, monkeypatch):
     args = ["train", "--data", str(synthetic["yolo"]), "--epochs", "2", *TINY, "--hypo", HYPO]
     full = Path(main([*args, "--log-dir", str(tmp_path / "a")])["run_dir"])
 
-    original = trainer_mod.Trainer.train_one_epoch
+    original = trainer_mod.Trainer._optimizer_step
 
-    def crash_on_second(self, epoch):
-        if epoch == 1:
+    def killed_mid_epoch(self):
+        if self.step == 7:  # epoch 2 (steps 4..7), after steps 4-6 were logged
             raise KeyboardInterrupt("simulated kill")
-        return original(self, epoch)
+        return original(self)
 
-    monkeypatch.setattr(trainer_mod.Trainer, "train_one_epoch", crash_on_second)
+    monkeypatch.setattr(trainer_mod.Trainer, "_optimizer_step", killed_mid_epoch)
     with pytest.raises(KeyboardInterrupt):
         main([*args, "--log-dir", str(tmp_path / "b")])
-    monkeypatch.setattr(trainer_mod.Trainer, "train_one_epoch", original)
+    monkeypatch.setattr(trainer_mod.Trainer, "_optimizer_step", original)
     part = tmp_path / "b" / "exp"
     assert _state(part / "checkpoints" / "last.pt")["epoch"] == 0
+    logged = [json.loads(x)["step"] for x in (part / "logs" / "train.jsonl").read_text().splitlines()]
+    assert logged == [0, 1, 2, 3, 4, 5, 6]  # the killed run got past its checkpoint
     main(["train", "--resume", str(part), *TINY])
     assert not (tmp_path / "b" / "exp2").exists()  # resuming keeps the run dir
     a, b = _state(full / "checkpoints" / "last.pt"), _state(part / "checkpoints" / "last.pt")
@@ -81,6 +83,11 @@ def test_resume_continues_exactly(synthetic, tmp_path, monkeypatch):
     for key in a["ema"]["model"]:
         assert torch.equal(a["ema"]["model"][key], b["ema"]["model"][key]), key
     assert a["ema"]["updates"] == b["ema"]["updates"]
+    # the logs hold every step once: the killed run's partial records are trimmed, TB purged
+    steps = [json.loads(x)["step"] for x in (part / "logs" / "train.jsonl").read_text().splitlines()]
+    full_steps = [json.loads(x)["step"] for x in (full / "logs" / "train.jsonl").read_text().splitlines()]
+    assert steps == full_steps == sorted(set(steps))
+    assert len((part / "logs" / "eval.jsonl").read_text().splitlines()) == 2
     sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k]["momentum_buffer"], sb[k]["momentum_buffer"]) for k in sa)
     assert [g["lr"] for g in a["optimizer"]["param_groups"]] == [g["lr"] for g in b["optimizer"]["param_groups"]]

@@ -34,11 +34,18 @@ def test_resume_continues_epoch_and_iteration(tmp_path):
     assert (root / "eval" / "metrics.json").is_file() and (root / "curves" / "loss.csv").is_file()
     for key in ("AP", "AP50", "AR100"):
         assert key in json.loads((root / "eval" / "metrics.json").read_text())
+    # as if the process had been killed after logging iterations 3 and 4 (past its last checkpoint)
+    with open(root / "logs" / "train.jsonl", "a") as f:
+        f.write('{"step": 3, "epoch": 1.5, "time": 0}\n{"step": 4, "epoch": 2.0, "time": 0}\n{"step": 5, "lo')
     _train(tmp_path, ["--batch-size", "8", "--resume"], ["max_epoch", "2"])
     ck2 = torch.load(root / "checkpoints" / "last.pt", weights_only=True)
     assert (ck2["start_epoch"], ck2["iteration"], ck2["ema_updates"]) == (2, 4, 4)
     steps = [json.loads(line)["step"] for line in (root / "logs" / "train.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4]                                   # the second run went on from 2
+    assert steps == [1, 2, 3, 4]              # the second run went on from 2; the killed run's 3, 4 trimmed
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb_steps = [e.step for e in EventAccumulator(str(root / "tb")).Reload().Scalars("train/total_loss")]
+    assert tb_steps == [1, 2, 3, 4]
 
 
 @pytest.mark.slow

@@ -8,14 +8,13 @@ rebuilt: patching keeps every Parameter object.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
 import torch
+from yolo_common.checkpoint import atomic_write_json
 
 from yolos_bf16accum.config import TrainConfig
 
@@ -59,14 +58,6 @@ def build_loaders(train_ds, eval_ds, cfg: TrainConfig, device: torch.device):
                                         generator=g, **common)
     evl = torch.utils.data.DataLoader(eval_ds, batch_size=cfg.per_device_eval_batch_size, shuffle=False, **common)
     return train, evl
-
-
-def _write_json(path: Path, obj) -> None:
-    from yolo_common.runlog import to_jsonable
-
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(obj), indent=2, allow_nan=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def run(cfg: TrainConfig) -> dict:
@@ -171,7 +162,7 @@ def run(cfg: TrainConfig) -> dict:
         "bf16acc_final_state": state.patch_state, "wall_time_s": time.time() - t_start,
         "train_images": len(train_ds), "eval_images": len(eval_ds),
     }
-    _write_json(out / "metrics_summary.json", summary)
+    atomic_write_json(out / "metrics_summary.json", summary)
     log.info("done in %.1f s: final AP %.4f (best %.4f) -> %s", summary["wall_time_s"], final["AP"],
              summary["best_AP"], out / "metrics_summary.json")
     return summary

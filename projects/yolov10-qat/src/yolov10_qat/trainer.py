@@ -21,12 +21,12 @@ model's folder: ``config.json``, ``logs/train.jsonl`` (one line per step) + ``lo
 from __future__ import annotations
 
 import io
-import os
 import time
 from copy import deepcopy
 from pathlib import Path
 
 import torch
+from yolo_common.checkpoint import atomic_write_bytes
 
 QAT_KEY = "brevitas_qat"  # not "modelopt": ultralytics' load_checkpoint would try to restore that with ModelOpt
 
@@ -249,11 +249,11 @@ def make_qat_trainer_cls():
             torch.save(ckpt, buffer)
             data = buffer.getvalue()
             self.wdir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.last, data)
+            atomic_write_bytes(self.last, data)
             if self.best_fitness == self.fitness:
-                _atomic_write(self.best, data)
+                atomic_write_bytes(self.best, data)
             if self.save_period > 0 and self.epoch % self.save_period == 0:
-                _atomic_write(self.wdir / f"epoch{self.epoch}.pt", data)
+                atomic_write_bytes(self.wdir / f"epoch{self.epoch}.pt", data)
             return True
 
         def final_eval(self):
@@ -275,16 +275,6 @@ def make_qat_trainer_cls():
 
     _QAT_CLS = QATDetectionTrainer
     return _QAT_CLS
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file + fsync + rename, so a crash never leaves a torn checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------

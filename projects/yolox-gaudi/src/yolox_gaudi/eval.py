@@ -77,7 +77,9 @@ def run(args, exp) -> dict:
     from .data import build_eval_loader, load_coco_split
     from .engine import evaluate
     from .model import build_model, load_pretrained
-    from .trainer import DeviceError, UsageError, _write_json, resolve_data_dir, setup_logging
+    from yolo_common.checkpoint import atomic_write_json
+
+    from .trainer import DeviceError, UsageError, resolve_data_dir, setup_logging
 
     setup_logging(True)
     if args.threads:
@@ -110,8 +112,8 @@ def run(args, exp) -> dict:
     metrics, dets = evaluate(model, loader, split, device, exp, amp=amp, steps=steps)
     out = Path(args.out or Path("runs") / "eval" / exp.name)
     metrics["checkpoint"] = str(args.ckpt)
-    _write_json(out / "metrics.json", metrics)
-    _write_json(out / "detections.json", dets)
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "detections.json", dets)
     return metrics
 
 

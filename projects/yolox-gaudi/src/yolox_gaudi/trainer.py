@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import torch
-from yolo_common.checkpoint import CheckpointManager, load_checkpoint
+from yolo_common.checkpoint import CheckpointManager, atomic_write_json, load_checkpoint
 from yolo_common.device import autocast, grad_scaler, resolve_device, seed_everything
 from yolo_common.distributed import barrier, cleanup, init_distributed
 from yolo_common.runlog import RunLogger
@@ -194,8 +194,11 @@ def _run(args, exp, device, info, precision: str) -> dict:
               "batch_per_rank": batch_per_rank, "lr": lr, "iters_per_epoch": iters_per_epoch,
               "loss_on_cpu": loss_on_cpu, "data_dir": str(data_dir),
               "hpu_env": {k: v for k, v in os.environ.items() if k.startswith("PT_HPU_")}}
+    # Records are logged at "iterations done": a resume from iteration I trims the killed run's records
+    # after I from the JSONL logs and purges TensorBoard from I + 1 on, so every step appears once.
     run = RunLogger(run_root, config, rank=info.rank, report_to="wandb" if args.logger == "wandb" else None,
-                    wandb_project="yolox-gaudi", wandb_run_name=run_root.name)
+                    wandb_project="yolox-gaudi", wandb_run_name=run_root.name,
+                    resume_step=state.iteration + 1 if args.resume else None)
     eval_loader = build_eval_loader(val_split, exp.test_size[0], batch_per_rank, exp.data_num_workers)
     log.info("%s on %s x%d (%s), global batch %d, %d iters/epoch, lr %.4g, run folder %s",
              exp.name, device, info.world_size, precision, args.batch_size, iters_per_epoch, lr, run_root)
@@ -231,8 +234,8 @@ def _run(args, exp, device, info, precision: str) -> dict:
                     state.best_ap = max(state.best_ap, ap)
                     run.log_eval(state.iteration, state.epoch, **{k: v for k, v in metrics.items()
                                                                   if isinstance(v, float)})
-                    _write_json(run.root / "eval" / "metrics.json", metrics)
-                    _write_json(run.root / "eval" / "detections.json", dets)
+                    atomic_write_json(run.root / "eval" / "metrics.json", metrics)
+                    atomic_write_json(run.root / "eval" / "detections.json", dets)
                     log.info("eval epoch %d: AP %.4f AP50 %.4f (%.1f img/s)", state.epoch, ap, metrics["AP50"],
                              metrics["total_images_per_s"])
                 barrier()
@@ -263,17 +266,6 @@ def _reduce_via(device):
         return all_reduce_mean(t.to(device)).to(t.device)
 
     return reduce
-
-
-def _write_json(path: Path, obj) -> None:
-    import json
-
-    from yolo_common.runlog import to_jsonable
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(to_jsonable(obj)))
-    os.replace(tmp, path)
 
 
 __all__ = ["all_reduce_norm", "checkpoint_state", "resolve_data_dir", "run"]

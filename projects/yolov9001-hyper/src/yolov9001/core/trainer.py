@@ -10,7 +10,6 @@ step; the checkpoints on disk are the last good ones (they are written only afte
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -97,7 +96,7 @@ class Trainer:
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints") if self.rank == 0 else None
         self.logger = RunLogger(self.run_dir, {"config": cfg.to_dict(), "data": self.data, "names": self.names,
                                                "world_size": self.world, "precision": self.precision},
-                                rank=self.rank)
+                                rank=self.rank, resume_step=self.step if resume is not None else None)
 
     # ---- checkpoints ----
     def state(self, epoch: int) -> dict:
@@ -199,7 +198,8 @@ class Trainer:
             if self.rank == 0 and ((epoch + 1) % cfg.val_interval == 0 or last):
                 ev = evaluate(self.eval_model(), self.val_loader, self.device, self.precision, progress=self.progress)
                 metrics = ev["coco"]
-                self.logger.log_eval(self.step, epoch + 1, **{k: v for k, v in metrics.items()
+                # at the epoch's last step: a resume starts at self.step and trims what follows it
+                self.logger.log_eval(self.step - 1, epoch + 1, **{k: v for k, v in metrics.items()
                                                               if isinstance(v, float)})
                 if self.best_ap is None or metrics["AP"] > self.best_ap:
                     self.best_ap = metrics["AP"]
