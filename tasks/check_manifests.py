@@ -57,7 +57,8 @@ EXPECTED_TASKS = [
     ("yolov9001-hyper", "test-yolov9001-hyper", "default"), ("yolov9001-hyper", "bench-hyper", "rtx5090"),
 ]
 
-_FORWARD = re.compile(r"pixi\s+run\s+(?:-m|--manifest-path)\s+(\S+)\s+([\w.:-]+)")
+# `pixi run --manifest-path M [-e ENV] TASK`; groups: manifest, environment (optional), task.
+_FORWARD = re.compile(r"pixi\s+run\s+(?:-m|--manifest-path)\s+(\S+)\s+(?:(?:-e|--environment)\s+(\S+)\s+)?([\w.:-]+)")
 
 
 # ---------------------------------------------------------------- schema ----
@@ -120,7 +121,8 @@ def env_tasks(doc: dict) -> dict[str, dict[str, object]]:
     for env, names in environments(doc).items():
         tasks: dict[str, object] = {}
         for f in names:
-            tasks.update(_tasks_of(feats.get(f, {})))
+            for tname, spec in _tasks_of(feats.get(f, {})).items():
+                tasks.setdefault(tname, spec)  # pixi: the first-declared feature's task wins
         out[env] = tasks
     return out
 
@@ -172,14 +174,33 @@ def lint(path: Path, doc: dict | None = None, *, repo: Path | None = None) -> li
                     problems.append(f"task {tname}: forwards to missing manifest {other}")
                     continue
                 other_doc = tomllib.loads(other.read_text())
-                if not any(m.group(2) in t for t in env_tasks(other_doc).values()):
-                    problems.append(f"task {tname}: {other} has no task {m.group(2)!r}")
+                other_env, other_task = m.group(2), m.group(3)
+                if other_env is None:
+                    # pixi < 0.64 resolves the nested run's environment from the outer PIXI_ENVIRONMENT_NAME
+                    # ("unknown environment 'gaudi'", pixi issue 5395): always name it.
+                    problems.append(f"task {tname}: forwards to {m.group(1)} without -e (pixi < 0.64 would "
+                                    f"use the outer environment's name there)")
+                    other_env = "default"
+                other_tasks = env_tasks(other_doc)
+                if other_env not in other_tasks:
+                    problems.append(f"task {tname}: {other} has no environment {other_env!r}")
+                elif other_task not in other_tasks[other_env]:
+                    problems.append(f"task {tname}: {other} has no task {other_task!r} in environment {other_env!r}")
 
     envs = environments(doc)
     for env, names in envs.items():
         for f in names:
             if f not in feats:
                 problems.append(f"environments.{env}: feature {f!r} is not defined")
+    for env, names in envs.items():
+        owners: dict[str, list[str]] = {}
+        for f in names:
+            for tname in _tasks_of(feats.get(f, {})):
+                owners.setdefault(tname, []).append(f)
+        for tname, fs in owners.items():
+            if len(fs) > 1:
+                # pixi takes the first-declared feature's; forbidding it keeps run.py, the lint and pixi equal
+                problems.append(f"environments.{env}: task {tname!r} is defined by several features {fs}")
     tasks = env_tasks(doc)
     for env, visible in tasks.items():
         for tname, spec in visible.items():
@@ -191,6 +212,7 @@ def lint(path: Path, doc: dict | None = None, *, repo: Path | None = None) -> li
                     problems.append(f"task {tname} (env {env}): depends-on {dep!r}, which is not a task there")
 
     if repo is not None:
+        problems += import_coverage(doc, repo)
         for project, tname, env in EXPECTED_TASKS:
             if project is not None and not (repo / "projects" / project).is_dir():
                 continue
@@ -226,6 +248,83 @@ def default_targets(repo: Path = REPO) -> list[Path]:
     out = [repo / "pixi.toml", *sorted(repo.glob("envs/*/pixi.toml"))]
     out += [repo / "common" / "pyproject.toml", *sorted(repo.glob("projects/*/pyproject.toml"))]
     return [p for p in out if p.is_file()]
+
+
+# ------------------------------------------------------- import coverage ----
+_NORMALISE = re.compile(r"[-_.]+")
+
+
+def _dist(name: str) -> str:
+    return _NORMALISE.sub("-", name).lower()
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level modules a file imports, leaving out optional ones: a ``try: import a`` / ``except ImportError:
+    import b`` pair is a version switch (tomllib / tomli), neither side is required."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    optional: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+                isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                for h in node.handlers):
+            for stmt in [*node.body, *(x for h in node.handlers for x in h.body)]:
+                optional.update(id(n) for n in ast.walk(stmt))
+    mods = set()
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
+        if isinstance(node, ast.Import):
+            mods.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            mods.add(node.module.split(".")[0])
+    return mods
+
+
+def _declared(doc: dict, env: str, base: Path) -> tuple[set[str], set[str]]:
+    """(distributions an environment installs directly or through its path projects' declared
+    dependencies, the path projects' own import packages)."""
+    feats = _features(doc)
+    dists, path_pkgs = set(), set()
+    for f in environments(doc).get(env, []):
+        for name, spec in feats.get(f, {}).get("pypi-dependencies", {}).items():
+            dists.add(_dist(name))
+            if isinstance(spec, dict) and "path" in spec and (base / spec["path"] / "pyproject.toml").is_file():
+                proj = tomllib.loads((base / spec["path"] / "pyproject.toml").read_text())["project"]
+                for dep in proj.get("dependencies", []):
+                    dists.add(_dist(re.split(r"[\s\[<>=!~;]", dep, maxsplit=1)[0]))
+                for extra in spec.get("extras", []):
+                    for dep in proj.get("optional-dependencies", {}).get(extra, []):
+                        dists.add(_dist(re.split(r"[\s\[<>=!~;]", dep, maxsplit=1)[0]))
+                src = base / spec["path"] / "src"
+                path_pkgs.update(p.name for p in src.iterdir() if (p / "__init__.py").is_file()) if src.is_dir() else None
+    return dists, path_pkgs
+
+
+def import_coverage(doc: dict, repo: Path, env: str = "default") -> list[str]:
+    """Every module the repo tests (``tests/``) and tasks (``tasks/``) import must come from the stdlib, the
+    repo itself, or a distribution the environment that runs them (``default``: ``pixi run test``)
+    declares. uv's environment can hold more (its own groups), so a missing one only breaks under pixi:
+    tomli-w was such a case (``pixi run test`` stopped at collection)."""
+    from importlib.metadata import packages_distributions
+
+    providers = packages_distributions()
+    dists, path_pkgs = _declared(doc, env, repo)
+    files = [p for p in (repo / "tests").glob("*.py")] + [p for p in (repo / "tasks").glob("*.py")]
+    local = {p.stem for p in files} | {p.stem for p in (repo / "envs").glob("*/*.py")}  # tests add envs/* to the path
+    problems = []
+    for f in sorted(files):
+        for mod in sorted(_imports(f)):
+            if mod in sys.stdlib_module_names or mod in local or mod in path_pkgs or mod == "__future__":
+                continue
+            owners = {_dist(d) for d in providers.get(mod, [])}
+            if not owners:
+                problems.append(f"{f.relative_to(repo)}: imports {mod!r}, which no installed distribution provides")
+            elif not owners & dists:
+                problems.append(f"{f.relative_to(repo)}: imports {mod!r} (from {sorted(owners)}), which environment "
+                                f"{env!r} does not declare; add it to the pixi feature that runs it")
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,7 +78,8 @@ def load_tasks(manifest: Path) -> dict[str, dict[str, dict]]:
         tasks: dict[str, dict] = {}
         for f in names:
             for tname, spec in feats.get(f, {}).get("tasks", {}).items():
-                tasks[tname] = {"cmd": spec} if isinstance(spec, (str, list)) else dict(spec)
+                # pixi's rule: the first-declared feature's task wins (the lint forbids duplicates anyway)
+                tasks.setdefault(tname, {"cmd": spec} if isinstance(spec, (str, list)) else dict(spec))
         out[env] = tasks
     return out
 
@@ -110,12 +111,29 @@ def plan(tasks: dict[str, dict[str, dict]], env: str, name: str) -> list[tuple[s
 
 
 def render(spec: dict, extra: list[str]) -> str:
-    """The shell command of one task: ``{{ arg }}`` filled from ``extra`` or defaults, else ``extra`` appended."""
+    """The shell command of one task, with the extra command-line words handled as pixi handles them.
+
+    - A task without ``args``: the words are appended; a ``--`` right after the task name is dropped
+      (``pixi run t -- -k x`` == ``pixi run t -k x``), a later one is passed on.
+    - A task with ``args``: the words up to the first ``--`` fill ``{{ arg }}`` in order (defaults for
+      the rest); more words than args is an error, as in pixi; what follows ``--`` is appended
+      (pixi >= 0.66, PR 5569; older pixi has no way to pass extra words to such a task).
+    """
     cmd = spec.get("cmd", "")
     cmd = " ".join(cmd) if isinstance(cmd, list) else cmd
     args = spec.get("args", [])
     if not args:
+        if extra[:1] == ["--"]:
+            extra = extra[1:]
         return " ".join([cmd, *map(shlex.quote, extra)]).strip()
+    trailing: list[str] = []
+    if "--" in extra:
+        cut = extra.index("--")
+        extra, trailing = extra[:cut], extra[cut + 1:]
+    names = [(a if isinstance(a, str) else a["arg"]) for a in args]
+    if len(extra) > len(args):
+        raise SystemExit(f"[run] task takes {len(args)} argument(s) ({', '.join(names)}) but got {len(extra)}: "
+                         f"{extra}; put extra words after `--`")
     values = {}
     for i, a in enumerate(args):
         a = {"arg": a} if isinstance(a, str) else a
@@ -125,7 +143,8 @@ def render(spec: dict, extra: list[str]) -> str:
             values[a["arg"]] = a["default"]
         else:
             raise SystemExit(f"[run] task needs argument {a['arg']!r}")
-    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: shlex.quote(str(values[m.group(1)])), cmd)
+    out = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: shlex.quote(str(values[m.group(1)])), cmd)
+    return " ".join([out, *map(shlex.quote, trailing)]).strip()
 
 
 def run_task(venv_dir: Path, env: str, name: str, spec: dict, extra: list[str], uv: str = "uv") -> int:

@@ -151,3 +151,48 @@ def test_sync_pins_rewrites_from_wheel_names(tmp_path):
     (wh / "habana_torch_plugin-1.22.0.1-cp312-cp312-linux_x86_64.whl").touch()
     with pytest.raises(SystemExit, match="several versions"):
         sync_pins.sync(manifest, wh)
+
+
+# ---- issue 16 item 4: the pixi path as real pixi runs it ----------------------------------------------
+
+
+def test_lint_requires_the_environment_on_forwarded_runs():
+    """pixi < 0.64 resolves a nested `pixi run --manifest-path M task` against the outer environment's
+    name (pixi issue 5395: "unknown environment 'gaudi'"); the forwarders name `-e default`."""
+    root = _root()
+    for t in ("gaudi-test", "yolox-1hpu", "yolox-8hpu"):
+        assert " -e default " in root["feature"]["gaudi"]["tasks"][t]["cmd"]
+    doc = _root()
+    doc["feature"]["gaudi"]["tasks"]["yolox-1hpu"]["cmd"] = "pixi run --manifest-path envs/gaudi/pixi.toml yolox-1hpu"
+    assert any("without -e" in e for e in cm.lint(REPO / "pixi.toml", doc))
+    doc["feature"]["gaudi"]["tasks"]["yolox-1hpu"]["cmd"] = "pixi run --manifest-path envs/gaudi/pixi.toml -e hpu yolox-1hpu"
+    assert any("no environment 'hpu'" in e for e in cm.lint(REPO / "pixi.toml", doc))
+
+
+def test_lint_checks_test_imports_are_declared():
+    """Every module tests/ and tasks/ import must be declared for the environment `pixi run test` uses
+    (tomli-w was missing: collection failed under pixi while uv's group had it)."""
+    doc = _root()
+    assert cm.import_coverage(doc, REPO) == []
+    del doc["feature"]["test"]["pypi-dependencies"]["tomli-w"]
+    problems = cm.import_coverage(doc, REPO)
+    assert any("imports 'tomli_w'" in e for e in problems), problems
+    assert any("test_export_project.py" in e or "export_project.py" in e for e in problems)
+
+
+def test_lint_forbids_one_task_name_in_two_features_of_an_environment():
+    """pixi takes the first-declared feature's task; rather than rely on the order, the lint forbids it."""
+    doc = _root()
+    doc["feature"]["yolox-gaudi"]["tasks"]["test-common"] = "echo shadow"
+    problems = cm.lint(REPO / "pixi.toml", doc)
+    assert any("task 'test-common' is defined by several features" in e for e in problems), problems
+    tasks = cm.env_tasks(doc)["cpu"]
+    assert tasks["test-common"] != "echo shadow"  # first-declared (test, before yolox-gaudi) wins, as in pixi
+
+
+def test_cpu_runs_on_apple_silicon_and_the_rest_stays_linux():
+    root = _root()
+    assert set(root["workspace"]["platforms"]) == {"linux-64", "osx-arm64"}
+    assert root["feature"]["rtx5090"]["platforms"] == ["linux-64"]
+    assert root["feature"]["gaudi"]["platforms"] == ["linux-64"]
+    assert "platforms" not in root["feature"]["cpu"]

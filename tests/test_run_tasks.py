@@ -66,3 +66,21 @@ def test_repo_manifest_test_task_is_pytest():
     steps = run.plan(tasks, "cpu", "test")
     assert steps[-1][2]["cmd"].startswith("pytest")
     assert set(tasks["cpu"]) == set(tasks["default"])
+
+
+def test_extra_words_follow_pixi(tasks):
+    """pixi: a task with args takes at most that many words, and (>= 0.66) the words after `--` go to the
+    command; a task without args gets every word, a leading `--` dropped."""
+    c, a = tasks["ex"]["c"], tasks["ex"]["a"]
+    with pytest.raises(SystemExit, match="takes 1 argument"):
+        run.render(c, ["there", "-v"])  # used to drop "-v" silently
+    assert run.render(c, ["there", "--", "-v", "x y"]) == "echo c there -v 'x y'"
+    assert run.render(c, ["--", "-v"]) == "echo c world -v"
+    assert run.render(a, ["--", "-k", "x"]) == "echo a -k x"
+    assert run.render(a, ["-k", "--", "x"]) == "echo a -k -- x"
+
+
+def test_first_declared_feature_wins(tmp_path):
+    p = tmp_path / "pixi.toml"
+    p.write_text(MANIFEST + '[feature.y.tasks]\nb = "echo shadow"\n[environments.both]\nfeatures = ["x", "y"]\n')
+    assert run.load_tasks(p)["both"]["b"]["cmd"] == "echo b"
