@@ -43,6 +43,7 @@ KNOWN_PLATFORMS = {
 # (project folder or None for the workspace itself, task, environment): what the issues promise.
 EXPECTED_TASKS = [
     (None, "test", "cpu"), (None, "test", "default"), (None, "demo", "cpu"), (None, "bench-common", "cpu"),
+    (None, "gpu-check", "rtx5090"), (None, "gpu-check", "cpu"),
     ("yolov10-qat", "train-qat", "rtx5090"), ("yolov10-qat", "train-qat-smoke", "cpu"),
     ("yolov10-qat", "bench-qat", "cpu"),
     ("yolox-gaudi", "yolox-1hpu", "gaudi"), ("yolox-gaudi", "yolox-8hpu", "gaudi"),

@@ -56,6 +56,7 @@ def test_compiled_kernel_refuses_cpu_tensors():
         triton_bf16acc_matmul(torch.ones(2, 2), torch.ones(2, 2), 1, interpret=False)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("chunk", [1, 16, 32, 64])
 @pytest.mark.parametrize("shape", [(1, 300, 192, 768), (3, 257, 64, 257), (2, 129, 1125, 64)])
@@ -70,6 +71,7 @@ def test_cuda_kernel_is_bit_identical(chunk, shape):
     assert torch.equal(bits(got).cpu(), bits(bf16acc_matmul(a.cpu(), b.cpu(), chunk)))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 def test_cuda_patched_model_trains(tiny_model, tiny_batch):
     from yolos_bf16accum.patching import patch_all
