@@ -8,7 +8,10 @@ TARGET gets the project's files at its top, ``common/`` next to them, and:
   so ``uv run --extra test pytest`` (or ``python3 tasks/run.py test``) works in the copy;
 - a standalone ``pixi.toml``: the root workspace's hardware features, the project's own feature (paths and
   ``cwd`` rewritten) and a ``test`` task, with only the environments that carry the project;
-- ``tasks/run.py`` (the no-pixi runner) and ``STANDALONE.md`` with the commands.
+- ``tasks/run.py`` (the no-pixi runner) and ``STANDALONE.md`` with the commands;
+- every ``envs/<env>/`` workspace that installs the project (today: ``envs/gaudi`` for yolox-gaudi), with its
+  project path rewritten to the copy's top, plus the root's forwarding feature and environment for it, so
+  ``pixi run -e gaudi yolox-8hpu`` works in the copy as in the monorepo.
 
 Nothing else of the monorepo is copied; the copy never refers back to it.
 """
@@ -55,7 +58,13 @@ def _rel_to_project(value: str, project_rel: str) -> str:
     raise ValueError(f"{value!r} points outside {project_rel} and common/: the copy would not contain it")
 
 
-def standalone_manifest(root_doc: dict, name: str, project_rel: str) -> dict:
+def own_workspaces(name: str) -> list[str]:
+    """``envs/<env>`` workspaces whose pixi.toml installs the project (they travel with a copy)."""
+    return sorted(p.parent.name for p in (REPO / "envs").glob("*/pixi.toml")
+                  if f"../../projects/{name}" in p.read_text())
+
+
+def standalone_manifest(root_doc: dict, name: str, project_rel: str, workspaces: tuple[str, ...] = ()) -> dict:
     """The copy's pixi.toml, built from the monorepo's (which stays the source of truth)."""
     ws = dict(root_doc["workspace"], name=name)
     doc: dict = {"workspace": ws}
@@ -77,15 +86,22 @@ def standalone_manifest(root_doc: dict, name: str, project_rel: str) -> dict:
         feats[name] = feat
     else:  # a project without its own feature yet: install it through the default feature
         doc["pypi-dependencies"][name] = {"path": ".", "editable": True}
+    for ws_name in workspaces:  # forwarding features (tasks only) of the envs/<env> workspaces that travel
+        if ws_name in feats_in:
+            feats[ws_name] = copy.deepcopy(feats_in[ws_name])
     doc["feature"] = feats
     envs = {}
     for env, spec in root_doc.get("environments", {}).items():
         spec = {"features": spec} if isinstance(spec, list) else dict(spec)
         wanted = spec.get("features", [])
+        if env in workspaces:  # the forwarding environment of a workspace that travels with the copy
+            spec["features"] = [f for f in wanted if f in feats]
+            envs[env] = spec
+            continue
         if name in feats_in and name not in wanted:
             continue
         if not any(h in wanted for h in HARDWARE):
-            continue  # gaudi forwards to its own workspace; not part of a copy
+            continue  # forwards to its own workspace, which this project is not part of
         spec["features"] = [f for f in wanted if f in feats]
         envs[env] = spec
     doc["environments"] = envs
@@ -117,8 +133,14 @@ def export(project: str | Path, target: Path, *, force: bool = False) -> Path:
         project_rel = src.relative_to(REPO).as_posix()
     except ValueError:
         project_rel = f"projects/{name}"
+    workspaces = tuple(own_workspaces(name))
+    for ws_name in workspaces:
+        dst = target / "envs" / ws_name
+        shutil.copytree(REPO / "envs" / ws_name, dst, ignore=IGNORE)
+        m = dst / "pixi.toml"
+        m.write_text(m.read_text().replace(f"../../projects/{name}", "../.."))
     root_doc = tomllib.loads((REPO / "pixi.toml").read_text())
-    manifest = standalone_manifest(root_doc, name, project_rel)
+    manifest = standalone_manifest(root_doc, name, project_rel, workspaces)
     header = f"# Standalone copy of {name}, exported from the monorepo by tasks/export_project.py.\n"
     (target / "pixi.toml").write_text(header + tomli_w.dumps(manifest))
     (target / "STANDALONE.md").write_text(

@@ -17,14 +17,14 @@ except ModuleNotFoundError:
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests/fixtures/minimal-project"
-# A real project once one exists (the first in name order); the fixture until then.
+# Every real project (the fixture while there is none).
 REAL = sorted(p for p in (REPO / "projects").glob("*/") if (p / "pyproject.toml").is_file())
-PROJECT = REAL[0] if REAL else FIXTURE
+PROJECTS = REAL or [FIXTURE]
 
 
-@pytest.fixture(scope="module")
-def copy(tmp_path_factory):
-    return export_project.export(PROJECT, tmp_path_factory.mktemp("standalone") / PROJECT.name)
+@pytest.fixture(scope="module", params=PROJECTS, ids=[p.name for p in PROJECTS])
+def copy(request, tmp_path_factory):
+    return export_project.export(request.param, tmp_path_factory.mktemp("standalone") / request.param.name)
 
 
 def test_layout(copy):
@@ -62,3 +62,28 @@ def test_copy_passes_its_own_tests(copy):
                          capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert " passed" in out.stdout
+
+
+@pytest.mark.skipif(not (REPO / "projects/yolox-gaudi").is_dir(), reason="no yolox-gaudi")
+def test_yolox_copy_keeps_its_gaudi_environment_and_tasks(tmp_path):
+    """The README's `pixi run -e gaudi yolox-8hpu` must work in the copy: the gaudi workspace travels, its
+    project path points at the copy, and the forwarding tasks and environment are in the copy's manifest."""
+    copy = export_project.export(REPO / "projects/yolox-gaudi", tmp_path / "yolox-gaudi")
+    gaudi = copy / "envs/gaudi/pixi.toml"
+    text = gaudi.read_text()
+    assert "../../projects" not in text
+    g = tomllib.loads(text)
+    assert g["pypi-dependencies"]["yolox-gaudi"]["path"] == "../.."
+    assert (gaudi.parent / g["pypi-dependencies"]["yolo-common"]["path"] / "pyproject.toml").is_file()
+    assert (gaudi.parent / g["pypi-dependencies"]["yolox-gaudi"]["path"] / "pyproject.toml").is_file()
+    for task in g["tasks"].values():
+        if isinstance(task, dict) and "cwd" in task:
+            assert (gaudi.parent / task["cwd"]).is_dir(), task["cwd"]
+    doc = tomllib.loads((copy / "pixi.toml").read_text())
+    assert "gaudi" in doc["environments"] and doc["environments"]["gaudi"].get("no-default-feature")
+    tasks = cm.env_tasks(doc)["gaudi"]
+    assert {"yolox-1hpu", "yolox-8hpu", "gaudi-test"} <= set(tasks)
+    assert cm.check_manifest(copy / "pixi.toml") == [] and cm.check_manifest(gaudi) == []
+    for line in (copy / "README.md").read_text().splitlines():  # every `pixi run -e gaudi X` the README gives
+        for t in __import__("re").findall(r"pixi run -e gaudi ([\w-]+)", line):
+            assert t in tasks, t
