@@ -70,6 +70,7 @@ def device_info() -> dict:
 
 def run_tests(budget_s: float, out_dir: Path) -> dict:
     junit = out_dir / "gpu-tests.xml"
+    print(f"[gpu-check] pytest -m cuda (at most {budget_s:.0f} s)", flush=True)
     t0 = time.time()
     try:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", f"--junitxml={junit}"],
@@ -97,6 +98,7 @@ def run_benches(budget_s: float, per_bench_s: float) -> list[dict]:
         if left < 20:
             results.append({"bench": name, "status": "not run (budget)"})
             continue
+        print(f"[gpu-check] {name} (at most {min(per_bench_s, left):.0f} s)", flush=True)
         t0 = time.time()
         try:
             proc = subprocess.run(cmd, cwd=REPO / cwd, capture_output=True, text=True, timeout=min(per_bench_s, left),

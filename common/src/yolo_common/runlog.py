@@ -441,6 +441,10 @@ class RunLogger:
         """Like ``log_train`` but to ``logs/eval.jsonl`` and the ``eval/`` TB/W&B namespace."""
         return self._log("eval", step, epoch, scalars)
 
+    def tb_writer(self):
+        """The run's ``SummaryWriter`` (images, histograms...), or ``None`` on ranks > 0 / without TB."""
+        return self._writer() if self.active and self.tensorboard else None
+
     def _writer(self):
         if self._tb is None:
             # Imported lazily: torch.utils.tensorboard pulls in tensorboard (~1 s) and a writer
@@ -463,8 +467,10 @@ class RunLogger:
                 keep = json.loads(line)["step"] < self.resume_step
             except (ValueError, KeyError, TypeError):  # a line cut by the kill
                 keep = False
-            kept.append(line) if keep else None
-            dropped += not keep
+            if keep:
+                kept.append(line)
+            else:
+                dropped += 1
         if dropped:
             atomic_write_bytes(path, "".join(x + "\n" for x in kept).encode("utf-8"))
         return dropped

@@ -5,7 +5,8 @@ This script needs a checkout of the original Hyper-YOLO code base (iMoonLab/Hype
 It imports the fork's own ``ultralytics`` package from there (put first on ``sys.path``) and copies none
 of its code into this project. It was run once to make the fixture; the parity test only reads the .npz::
 
-    python tools/record_hyperyolo_reference.py --fork /tmp/hyperyolo --out tests/data/hyperyolo_reference.npz
+    git clone https://github.com/iMoonLab/Hyper-YOLO "$HYPERYOLO" && git -C "$HYPERYOLO" checkout bd4d2c4
+    python tools/record_hyperyolo_reference.py --fork "$HYPERYOLO" --out tests/data/hyperyolo_reference.npz
 
 For each scale n, s, l (``hyper-yolo.yaml``) and t (``hyper-yolot.yaml``) it builds the fork's
 ``DetectionModel(cfg, ch=3, nc=80)``, loads ``deterministic_state_dict(model.state_dict())`` (from
@@ -25,8 +26,9 @@ falling back to the sha above) and ``torch_version``.
 
 Note: with these weights and this input every pairwise distance at the HyperComputeModule (max about
 0.35 / 0.58 / 0.36 / 0.84 for n / s / t / l) is far below its threshold (6 / 8 / 6 / 10), so the
-hypergraph is complete and ``<s>_hyperedge_mean`` equals H*W = 100; the fixture checks the hypergraph
-path end to end but cannot tell apart thresholds above about 1.
+hypergraph is complete and ``<s>_hyperedge_mean`` equals H*W = 100. So scale n is recorded a second time
+(``n_sparse_y``, ``n_sparse_threshold``, ``n_sparse_hyperedge_mean``) with the threshold set to the median
+pairwise distance, where about half the pairs are in: that case checks the threshold rule itself.
 
 Compatibility patches: none were needed with torch 2.15 / numpy 2.4 (the fork imports and runs as is).
 """
@@ -150,8 +152,9 @@ def main() -> None:
             arrays["n_sparse_threshold"] = np.array(hcm.threshold, dtype=np.float64)
             arrays["n_sparse_hyperedge_mean"] = np.array(sizes[0], dtype=np.float64)
             print(f"n sparse: threshold={hcm.threshold} hyperedge_mean={sizes[0]:.4f}")
-        print(f"{scale}: params={params:,} y={tuple(y.shape)} hyperedge_mean={sizes[0]:.4f} "
-              f"threshold={hcm.threshold} stride={model.model[-1].stride.tolist()} keys={len(sd)}")
+        print(f"{scale}: params={params:,} y={tuple(y.shape)} "
+              f"hyperedge_mean={float(arrays[f'{scale}_hyperedge_mean']):.4f} "
+              f"stride={model.model[-1].stride.tolist()} keys={len(sd)}")
 
     arrays["commit"] = np.array(fork_commit(fork, args.commit))
     arrays["torch_version"] = np.array(torch.__version__)

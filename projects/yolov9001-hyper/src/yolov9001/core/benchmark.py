@@ -147,8 +147,7 @@ def latency_ms(model, x, device, runs: int = 5) -> float:
     return (time.perf_counter() - t) * 1000 / runs
 
 
-def run_benchmark(cfg, data: str, device, *, compile: bool = False, steps: int = 5, samples: int = 64,
-                  names_nc: int | None = None) -> dict:
+def run_benchmark(cfg, data: str, device, *, compile: bool = False, steps: int = 5, samples: int = 64) -> dict:
     """All rows above; returns them as a dict (the CLI prints and saves it)."""
     out: dict = {"device": str(device), "imgsz": cfg["imgsz"], "batch": cfg["batch_size"]}
     loader, ds = create_dataloader(data, "train", cfg, augment=True, cache="ram")

@@ -213,14 +213,8 @@ def _unknown(key: str) -> ConfigError:
     return ConfigError(f"unknown config key {key!r}{hint}")
 
 
-def _resolve_type(tp: Any) -> Any:
-    # `from __future__ import annotations` leaves annotations as strings.
-    return eval(tp, vars(typing) | {"types": types}) if isinstance(tp, str) else tp
-
-
 def _check(key: str, value: Any, tp: Any) -> Any:
     """``value`` (a string from the CLI, or a YAML scalar/list) as a value of type ``tp``."""
-    tp = _resolve_type(tp)
     try:
         if isinstance(value, str):
             out = parse_value(value, tp)
@@ -358,7 +352,8 @@ def apply(cfg: YOLOConfig, flat: dict[str, Any], source: str = "") -> YOLOConfig
         if name not in fields or dataclasses.is_dataclass(getattr(obj, name)):
             raise _unknown(key)
         try:
-            setattr(obj, name, _check(key, value, fields[name].type))
+            # get_type_hints: `from __future__ import annotations` leaves the field types as strings
+            setattr(obj, name, _check(key, value, typing.get_type_hints(type(obj))[name]))
         except ConfigError as e:
             raise ConfigError(f"{e}{f' (from {source})' if source else ''}") from None
     return cfg

@@ -11,6 +11,7 @@ import torch
 from yolo_common.preprocess import letterbox, read_image
 
 from ..utils.plots import draw_boxes
+from ..utils.progress import bar
 from .export import letterbox_spec
 from .validator import predict_batch, to_original
 
@@ -37,7 +38,7 @@ def detect(model, cfg, names: list[str], source: str, out_dir: Path, device, pre
     spec = letterbox_spec(cfg).with_size(cfg["imgsz"])
     model.eval()
     results, skipped = [], []
-    for f in list_sources(source):
+    for f in bar(list_sources(source), desc="detect", unit="img"):
         try:
             img = read_image(f)
         except OSError as e:

@@ -165,7 +165,7 @@ class Trainer:
         n = max(nb, 1)
         out = {k: v / n for k, v in totals.items()}
         out.update(images_per_s=seen * self.world / max(time.time() - t0, 1e-9), data_s=t_data,
-                   unreadable=self.train_ds.unreadable)
+                   unreadable=self.train_ds.skipped)
         return out
 
     def _optimizer_step(self) -> None:
@@ -179,7 +179,9 @@ class Trainer:
             self.ema.update(self.model)
 
     def _heavy_log(self, images, targets) -> None:
-        tb = self.logger._writer()
+        tb = self.logger.tb_writer()
+        if tb is None:
+            return
         tb.add_image("train/batch", batch_grid(images, targets, self.names), self.step, dataformats="HWC")
         for name, p in unwrap(self.model).named_parameters():
             if name.endswith("weight") and p.ndim > 1:

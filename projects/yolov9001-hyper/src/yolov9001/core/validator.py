@@ -55,7 +55,10 @@ def evaluate(model, loader, device, precision: str = "fp32", progress: bool = Tr
     cat_ids = [c["id"] for c in split.categories]
     dets = []
     t0 = time.time()
-    for images, _, metas in bar(loader, desc="val", unit="batch", disable=not progress, leave=False):
+    for batch in bar(loader, desc="val", unit="batch", disable=not progress, leave=False):
+        if batch is None:  # every image of this batch was unreadable (counted by the loader's dataset)
+            continue
+        images, _, metas = batch
         for out, meta in zip(predict_batch(model, images, device, precision), metas):
             b = to_original(out["boxes"].float().cpu(), meta)
             for box, score, label in zip(b.tolist(), out["scores"].tolist(), out["labels"].tolist()):

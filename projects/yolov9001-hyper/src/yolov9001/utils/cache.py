@@ -94,6 +94,8 @@ class ImageCache:
                 raw = f.read_bytes() if self.mode == "hybrid" else None
             else:
                 raw = self.compress(_encode(self.loader(self.paths[i])))
+                # temp + rename, without yolo_common's fsync: one fsync per image costs minutes on COCO, and
+                # an entry lost to a power cut is only rebuilt (a torn one fails to decode: a counted skip)
                 tmp = f.with_suffix(f.suffix + f".{os.getpid()}.tmp")
                 tmp.write_bytes(raw)
                 os.replace(tmp, f)
@@ -102,7 +104,8 @@ class ImageCache:
                 self._ram[i] = raw
         if self.mode in ("disk", "hybrid"):
             for f in self.directory.iterdir():
-                if f.name.endswith(self.suffix) and f.name not in wanted and f.name.count(".") == self.suffix.count("."):
+                stale = f.name.endswith(self.suffix) and f.name not in wanted
+                if stale or f.name.endswith(".tmp"):  # .tmp: left by a build that was killed mid-write
                     f.unlink(missing_ok=True)
                     self.stats["pruned"] += 1
         log.info("image cache (%s): %d built, %d reused, %d stale pruned", self.mode, self.stats["built"],

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
-from yolo_common.data import verify_images
+from yolo_common.data import SkipUnreadable, UnreadableImage, drop_none, verify_images
 
 from .dataset import DetectionDataset, collate
 from .datasets import cache_root, load_dataset_split
@@ -23,7 +23,8 @@ log = logging.getLogger("yolov9001.data")
 def create_dataloader(data: str | Path, split: str, cfg, *, batch_size: int | None = None, augment: bool = False,
                       workers: int | None = None, rank: int = 0, world_size: int = 1, shuffle: bool | None = None,
                       cache: str | None = None, progress: bool = True):
-    """Returns (loader, dataset). ``cache`` defaults to ``cfg['cache']`` (``--cache``)."""
+    """Returns (loader, dataset). ``cache`` defaults to ``cfg['cache']`` (``--cache``). The dataset is the
+    ``DetectionDataset`` wrapped in ``SkipUnreadable`` (attributes pass through; ``.skipped`` counts)."""
     split_data = load_dataset_split(data, split)
     if not len(split_data):
         raise ValueError(f"--data {data}: split {split!r} has no images")
@@ -36,6 +37,10 @@ def create_dataloader(data: str | Path, split: str, cfg, *, batch_size: int | No
     ds = DetectionDataset(split_data, cfg, cfg["imgsz"], augment, cache=mode, cache_dir=cache_dir,
                           cache_compression=cfg["cache_compression"], seed=cfg["seed"])
     ds.cache.build(progress=progress and rank == 0)
+    # An image that fails to decode: training takes the next sample; validation drops it from the batch
+    # (its objects then count as misses: the AP is honest about what was not seen). Counted in
+    # ``ds.skipped`` across workers and logged once per file.
+    ds = SkipUnreadable(ds, mode="replace" if augment else "drop", errors=(UnreadableImage,))
     shuffle = cfg["shuffle"] and augment if shuffle is None else shuffle
     sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=cfg["seed"],
                                  drop_last=False)
@@ -44,5 +49,5 @@ def create_dataloader(data: str | Path, split: str, cfg, *, batch_size: int | No
     if workers > 0:
         kwargs = {"persistent_workers": cfg["persistent_workers"], "prefetch_factor": cfg["prefetch_factor"]}
     loader = DataLoader(ds, batch_size=batch_size or cfg["batch_size"], sampler=sampler, num_workers=workers,
-                        collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=False, **kwargs)
+                        collate_fn=collate if augment else drop_none(collate), pin_memory=torch.cuda.is_available(), drop_last=False, **kwargs)
     return loader, ds

@@ -5,8 +5,9 @@ the same sample gets the same augmentation whatever the worker count, and a resu
 The epoch lives in shared memory (``multiprocessing.Value``), so persistent DataLoader workers see
 ``set_epoch`` (and the ``close_mosaic`` switch) without being restarted.
 
-An image that fails to decode at load time is logged once, counted (``unreadable``, shared across workers)
-and replaced by the next readable one, so one bad file never ends an epoch.
+An image that fails to decode raises ``yolo_common.data.UnreadableImage``; ``create_dataloader`` wraps the
+dataset in ``yolo_common.data.SkipUnreadable``, which logs it once, counts it across workers and replaces
+the sample (training) or drops it from the batch (validation), so one bad file never ends an epoch.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from yolo_common.data import DatasetSplit
+from yolo_common.data import DatasetSplit, UnreadableImage
 from yolo_common.preprocess import read_image
 
 from . import augment as A
@@ -41,10 +42,6 @@ def load_resized(path: Path, size: int) -> np.ndarray:
     return img
 
 
-class UnreadableImage(OSError):
-    """An image that did not decode (any decoder error: truncated, corrupt, zero bytes, a patched PIL...)."""
-
-
 class DetectionDataset(Dataset):
     """One split. ``augment``: training transforms (mosaic, copy-paste, affine, mixup, HSV, flips)."""
 
@@ -60,8 +57,6 @@ class DetectionDataset(Dataset):
             self.labels.append((r.boxes[keep].astype(np.float32),
                                 np.array([index[int(c)] for c in r.category_ids[keep]], np.int64)))
         self._epoch = mp.Value("i", 0)
-        self._unreadable = mp.Value("i", 0)
-        self._warned: set[int] = set()
         self.cache = ImageCache([r.path for r in self.records], imgsz, lambda p: load_resized(p, imgsz), cache,
                                 cache_dir, cache_compression)
 
@@ -76,9 +71,9 @@ class DetectionDataset(Dataset):
     def epoch(self) -> int:
         return self._epoch.value
 
-    @property
-    def unreadable(self) -> int:
-        return self._unreadable.value
+    def describe(self, i: int) -> str:
+        """The file behind index i (SkipUnreadable names it in its log line)."""
+        return str(self.records[i].path)
 
     def mosaic_active(self) -> bool:
         c = self.cfg
@@ -89,31 +84,17 @@ class DetectionDataset(Dataset):
         """(resized image, boxes scaled to it, classes); raises UnreadableImage for an undecodable image."""
         try:
             img = self.cache.get(i)
-        except Exception as e:  # whatever the decoder raises; only the decode is guarded, not the rest
-            raise UnreadableImage(f"{type(e).__name__}: {e}") from e
+        except Exception as e:  # whatever the decoder raises (a patched PIL included); only the decode
+            raise UnreadableImage(f"{self.records[i].path}: {type(e).__name__}: {e}") from e
         r = self.records[i]
         f = img.shape[1] / r.width, img.shape[0] / r.height
         boxes, cls = self.labels[i]
         return img, boxes * np.array([f[0], f[1], f[0], f[1]], np.float32), cls
 
-    def load_readable(self, i: int) -> tuple[int, tuple]:
-        """(index actually used, sample): the first decodable image from i on (counted skips)."""
-        for k in range(len(self)):
-            j = (i + k) % len(self)
-            try:
-                return j, self.load(j)
-            except UnreadableImage as e:
-                with self._unreadable.get_lock():
-                    self._unreadable.value += 1
-                if j not in self._warned:
-                    self._warned.add(j)
-                    log.warning("unreadable image skipped: %s (%s)", self.records[j].path, e)
-        raise RuntimeError(f"no image of {self.split.root} ({self.split.split}) can be decoded")
-
-    def _plain(self, i: int) -> tuple[int, A.Sample, tuple[int, int]]:
-        j, (img, boxes, cls) = self.load_readable(i)
+    def _plain(self, i: int) -> tuple[A.Sample, tuple[int, int]]:
+        img, boxes, cls = self.load(i)
         img, boxes, pad = A.letterbox_pad(img, boxes, self.imgsz, self.cfg["letterbox_center"], self.cfg["pad_value"])
-        return j, (img, boxes, cls), pad
+        return (img, boxes, cls), pad
 
     def _geometric(self, i: int, rng: np.random.Generator) -> A.Sample:
         """Mosaic (or one letterboxed image), optional copy-paste, then the random affine.
@@ -126,26 +107,26 @@ class DetectionDataset(Dataset):
         paste = self.mosaic_active() and c["copy_paste"] and rng.random() < c["copy_paste"]
         if use_mosaic:
             idx = [i, *rng.integers(0, len(self), 3).tolist()]
-            tiles = [self.load_readable(k)[1] for k in idx]
+            tiles = [self.load(k) for k in idx]
             if not paste and A.is_axis_aligned(c):
                 return A.mosaic_affine(tiles, rng, c, s)
             sample = A.mosaic(tiles, rng, c, s)
         elif not paste:
-            return A.letterbox_affine(self.load_readable(i)[1], rng, c, s)
+            return A.letterbox_affine(self.load(i), rng, c, s)
         else:
-            _, sample, _ = self._plain(i)
+            sample, _ = self._plain(i)
         if paste:
-            _, donor, _ = self._plain(int(rng.integers(0, len(self))))
+            donor, _ = self._plain(int(rng.integers(0, len(self))))
             sample = A.copy_paste(sample, donor, rng, c["copy_paste_max_overlap"])
         return A.random_affine(sample, rng, c, s)
 
     def __getitem__(self, i: int):
         c = self.cfg
         if not self.augment:
-            j, (img, boxes, cls), pad = self._plain(i)
-            r = self.records[j]
+            (img, boxes, cls), pad = self._plain(i)
+            r = self.records[i]
             ratio = min(self.imgsz / r.height, self.imgsz / r.width)
-            meta = {"index": j, "image_id": int(r.image_id), "orig": (r.height, r.width), "ratio": ratio, "pad": pad}
+            meta = {"index": i, "image_id": int(r.image_id), "orig": (r.height, r.width), "ratio": ratio, "pad": pad}
             boxes, cls = A.filter_boxes(boxes, cls, self.imgsz, self.imgsz, 0.0, 0.0)
             return self._to_tensor(img, boxes, cls, meta)
         rng = np.random.default_rng([self.seed, self.epoch, i])
@@ -177,7 +158,10 @@ def to_input(images: torch.Tensor, device) -> torch.Tensor:
 
 
 def collate(batch):
-    """-> images [B, S, S, 3] uint8 (HWC), targets [N, 6] (batch index, class, x1, y1, x2, y2), list of metas."""
+    """-> images [B, S, S, 3] uint8 (HWC), targets [N, 6] (batch index, class, x1, y1, x2, y2), list of metas;
+    ``None`` for a batch that validation emptied (every image in it unreadable)."""
+    if not batch:
+        return None
     imgs, targets, metas = zip(*batch)
     rows = [torch.cat((torch.full((len(t), 1), float(k)), t), 1) for k, t in enumerate(targets)]
     return torch.stack(imgs), torch.cat(rows) if rows else torch.zeros(0, 6), list(metas)
