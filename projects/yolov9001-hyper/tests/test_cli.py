@@ -108,3 +108,12 @@ def test_9001_py_entry_point_and_module(tmp_path):
     proc = subprocess.run([sys.executable, str(PROJECT / "9001.py"), "train", "--data", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_hyp_with_a_checkpoint_is_not_silently_dropped(trained, synthetic, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, "yolov9001"):
+        main(["val", "--data", str(synthetic["yolo"]), "--weights", str(trained["best"]), "--hyp",
+              "models/hyps/low.yaml", "--out", str(tmp_path), *COMMON])
+    assert "--hyp models/hyps/low.yaml is not applied" in caplog.text

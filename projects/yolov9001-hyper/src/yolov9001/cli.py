@@ -82,6 +82,10 @@ def make_config(args, saved: dict | None = None):
     hyp = parse_hypo(args.hypo)
     hyp.update({key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if getattr(args, dest) is not None})
     hyp_path = None if saved is not None else find_hyp(args.hyp)
+    if saved is not None and args.hyp not in (DEFAULT_HYP, "none"):
+        # the checkpoint's config is the base here; say so rather than drop the flag silently
+        log.warning("--hyp %s is not applied: the checkpoint's saved config is the base (use --hypo to change "
+                    "keys)", args.hyp)
     return get_config({"hyp": saved} if saved else None, hyp=hyp, hyp_path=hyp_path)
 
 
