@@ -126,6 +126,8 @@ def test_keep_history(tmp_path):
     for e in range(3):
         keep_all.save({"e": e}, epoch=e)
     assert len(list((tmp_path / "all").glob("epoch_*.pt"))) == 3
+    keep_all.save({"e": "mid-epoch 2"}, epoch=2, history=False)   # a `steps N` stop inside epoch 3
+    assert keep_all.load(2)["e"] == 2 and keep_all.load("last")["e"] == "mid-epoch 2"
 
     off = C.CheckpointManager(tmp_path / "off")
     off.save({}, epoch=0)

@@ -219,7 +219,7 @@ class CheckpointManager:
         return metric > self.best_metric if hib else metric < self.best_metric
 
     def save(self, state: Any, *, epoch: int, metric: float | None = None,
-             higher_is_better: bool | None = None) -> bool:
+             higher_is_better: bool | None = None, history: bool = True) -> bool:
         """Writes ``last.pt`` and, when ``metric`` improves on the best so far, ``best.pt``.
 
         Args:
@@ -228,6 +228,8 @@ class CheckpointManager:
             epoch: the epoch this state finished.
             metric: validation metric; ``None`` (no eval this epoch) never updates ``best.pt``.
             higher_is_better: overrides the manager's direction for this call.
+            history: ``False`` for a state saved part-way through an epoch (a ``steps N`` stop): it
+                must not take the place of ``epoch_N.pt``, the state at the end of epoch N.
 
         Returns:
             True when ``best.pt`` was updated.
@@ -240,7 +242,7 @@ class CheckpointManager:
             if self.is_improvement(metric, higher_is_better):
                 _link_or_copy(self.last_path, self.best_path)
                 self.best_metric, self.best_epoch, is_best = metric, int(epoch), True
-        if self.keep_history:
+        if self.keep_history and history:
             _link_or_copy(self.last_path, self.epoch_path(epoch))
             self._prune_history()
         self._write_meta()

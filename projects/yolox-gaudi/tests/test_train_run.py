@@ -99,3 +99,94 @@ def test_class_count_mismatch_names_the_annotation_file(synthetic_coco, tmp_path
     err = capsys.readouterr().err
     assert rc == 2 and "instances_train2017.json has 3 categories but num_classes=80" in err
     assert "num_classes 3" in err
+
+
+@pytest.mark.slow
+def test_steps_stop_inside_an_epoch_resumes_the_rest_of_it(tmp_path):
+    """`steps 6` with 4 iterations per epoch stops half-way through epoch 2; --resume must run exactly
+    the 2 missing iterations of that epoch on the samples it had not seen, ending bit-identical to a
+    run that never stopped (before: the rest of epoch 2 was skipped and training ended 2 steps short)."""
+    opts = ["max_epoch", "2", "mosaic_prob", "1", "warmup_epochs", "1", "basic_lr_per_img", "0.01"]
+    whole = _train(tmp_path, ["--batch-size", "4"], opts, "whole")
+    cut = _train(tmp_path, ["--batch-size", "4"], [*opts, "steps", "6"], "cut")
+    mid = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
+    assert (mid["start_epoch"], mid["iteration"], mid["epoch_iter"], mid["sampler_offset"]) == (1, 6, 2, 8)
+    # epoch_1.pt stays the end of epoch 1; the mid-epoch state is last.pt only
+    assert torch.load(cut / "checkpoints" / "epoch_1.pt", weights_only=True)["iteration"] == 4
+    assert not (cut / "checkpoints" / "epoch_2.pt").exists()
+    _train(tmp_path, ["--batch-size", "4", "--resume"], [*opts, "steps", "0"], "cut")
+    a = torch.load(whole / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
+    assert (b["start_epoch"], b["iteration"], b["epoch_iter"]) == (a["start_epoch"], a["iteration"], 0) == (2, 8, 0)
+    for key in ("train_model", "model"):
+        for k, v in a[key].items():
+            assert torch.equal(b[key][k], v), f"{key}.{k}"
+    steps = [json.loads(line)["step"] for line in (cut / "logs" / "train.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+
+
+def test_resumable_sampler_prefix_is_the_same_for_any_world_size():
+    """The skipped part of a resumed epoch is the same set of samples whatever the world size."""
+    from yolox_gaudi.data import ResumableSampler
+
+    def consumed(ws, per_rank):
+        out = set()
+        for r in range(ws):
+            s = ResumableSampler(range(40), num_replicas=ws, rank=r, shuffle=True, seed=3, drop_last=True)
+            s.set_epoch(5)
+            out |= set(list(s)[:per_rank])
+        return out
+
+    def rest(ws, skip):
+        out = []
+        for r in range(ws):
+            s = ResumableSampler(range(40), num_replicas=ws, rank=r, shuffle=True, seed=3, drop_last=True)
+            s.set_epoch(5)
+            s.skip = skip
+            assert len(s) == len(list(s)) == 40 // ws - skip
+            out += list(s)
+        return set(out)
+
+    offset = 16                                       # global samples done before the stop
+    assert consumed(1, 16) == consumed(2, 8) == consumed(4, 4)
+    assert rest(2, offset // 2) == rest(4, offset // 4) == set(range(40)) - consumed(1, 16)
+
+
+def _corrupt(path, how):
+    data = path.read_bytes()
+    path.write_bytes(b"" if how == "empty" else data[: len(data) // 3] if how == "truncate" else b"not a jpeg")
+
+
+@pytest.mark.slow
+def test_unreadable_images_are_skipped_and_counted_not_fatal(synthetic_coco, tmp_path, caplog):
+    """Truncated, zero-byte and garbage images (headers trusted by the reader) in train and val: the epoch
+    runs with 2 loader workers, each bad file is logged by name and counted, eval drops the bad image."""
+    import logging
+    import shutil
+
+    data = tmp_path / "coco"
+    shutil.copytree(synthetic_coco, data)
+    train = sorted((data / "train2017").iterdir())
+    _corrupt(train[0], "truncate")
+    _corrupt(train[1], "empty")
+    _corrupt(sorted((data / "val2017").iterdir())[0], "garbage")
+    from yolox_gaudi.train import main
+
+    argv = ["--name", "yolox-nano", "--device", "cpu", "--threads", "1", "--batch-size", "8", "--data_dir",
+            str(data), "-expn", "bad", *TINY, "data_num_workers", "2", "mosaic_prob", "0", "max_epoch", "1",
+            "output_dir", str(tmp_path)]
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    metrics = json.loads((tmp_path / "bad" / "eval" / "metrics.json").read_text())
+    assert metrics["unreadable_images"] == 1 and metrics["images"] == 3
+    # the worker processes' warnings do not reach caplog; the parent's per-epoch count does
+    assert "unreadable images skipped so far" in caplog.text
+    summary = (tmp_path / "bad" / "summary.md").read_text()
+    assert "unreadable train images" in summary
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main([*argv[:-1], str(tmp_path / "v"), "verify_images", "True"]) == 0
+    assert "image does not decode" in caplog.text and train[0].name in caplog.text
+    metrics = json.loads((tmp_path / "v" / "bad" / "eval" / "metrics.json").read_text())
+    assert metrics["unreadable_images"] == 0 and metrics["images"] == 3   # dropped before training

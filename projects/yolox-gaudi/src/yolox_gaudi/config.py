@@ -34,6 +34,9 @@ class Exp:
     multiscale_range: int = 5
     random_size: tuple[int, int] | None = None  # explicit (k_min, k_max) of 32*k; overrides the range
     train_split: str = "train2017"
+    # Decode every image once before training and drop (count) the unreadable ones; costs a full
+    # decode pass (minutes on COCO). Off: a bad image is still skipped and counted when it is loaded.
+    verify_images: bool = False
     val_split: str = "val2017"
 
     # ---- augmentation ---- #

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from yolo_common.data import DatasetSplit, read_coco
+from yolo_common.data import DatasetSplit, SkipUnreadable, drop_none, read_coco, verify_images
 from yolo_common.preprocess import YOLOX, letterbox, letterbox_boxes, read_image
 
 PAD = 114
@@ -62,9 +62,14 @@ class CocoSource:
         return img, labels
 
 
-def load_coco_split(data_dir: str | Path, split: str) -> DatasetSplit:
-    """``read_coco`` with the split name Megvii uses (``train2017``/``val2017``)."""
-    return read_coco(data_dir, split)
+def load_coco_split(data_dir: str | Path, split: str, *, verify: bool = False) -> DatasetSplit:
+    """``read_coco`` with the split name Megvii uses (``train2017``/``val2017``).
+
+    ``verify`` decodes every image once first and drops (and counts) the ones that fail; minutes on
+    COCO, so off by default: a bad image found later is skipped by the loaders' ``SkipUnreadable``.
+    """
+    split_data = read_coco(data_dir, split)
+    return verify_images(split_data) if verify else split_data
 
 
 # ---- augmentation ---------------------------------------------------------------------------------
@@ -137,6 +142,11 @@ class TrainDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.source)
+
+    def describe(self, index: int) -> str:
+        """The file behind ``index`` (``SkipUnreadable`` names it; a mosaic's failing partner is named
+        in the exception message)."""
+        return str(self.source.split.records[index].path)
 
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])
@@ -231,6 +241,9 @@ class EvalDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.split.records)
 
+    def describe(self, index: int) -> str:
+        return str(self.split.records[index].path)
+
     def __getitem__(self, i: int):
         r = self.split.records[i]
         try:
@@ -242,22 +255,59 @@ class EvalDataset(torch.utils.data.Dataset):
 
 
 def eval_collate(batch):
+    """Stacks a batch; ``None`` when every image of it was unreadable (``evaluate`` skips it)."""
+    if not batch:
+        return None
     images, metas, ids = zip(*batch)
     return torch.stack(images), list(metas), list(ids)
 
 
+class ResumableSampler(torch.utils.data.DistributedSampler):
+    """``DistributedSampler`` that can start an epoch part-way: ``skip`` samples of this rank's share.
+
+    The first ``k`` samples of every rank are exactly the first ``k * world_size`` positions of the
+    epoch's global permutation (ranks take it interleaved), so a checkpoint stores the *global* offset
+    (``iterations done in the epoch x global batch``) and a resume on any world size skips
+    ``offset / world_size`` per rank: the rest of the epoch is the same set of samples as if the run
+    had never stopped. The skipped samples are never loaded. Reset ``skip`` to 0 for the next epoch.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip = 0
+
+    def __iter__(self):
+        it = super().__iter__()
+        for _ in range(self.skip):
+            next(it, None)
+        return it
+
+    def __len__(self) -> int:
+        return max(super().__len__() - self.skip, 0)
+
+
 def build_train_loader(dataset: TrainDataset, batch_per_rank: int, rank: int, world_size: int, seed: int,
                        num_workers: int) -> torch.utils.data.DataLoader:
-    """Shuffled, sharded by ``DistributedSampler`` even on one process (same permutation for any
-    world size), partial last batch dropped (a new batch shape would recompile on HPU)."""
-    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
-                                                  seed=seed, drop_last=True)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_per_rank, sampler=sampler,
-                                       num_workers=num_workers, drop_last=True, pin_memory=False,
-                                       persistent_workers=False)
+    """Shuffled, sharded by ``ResumableSampler`` even on one process (same permutation for any
+    world size), partial last batch dropped (a new batch shape would recompile on HPU).
+
+    The dataset goes in ``SkipUnreadable``: an image that does not decode is logged once, counted
+    (``loader.dataset.skipped``, over all workers) and replaced by the next index, so one bad file
+    never ends an epoch. Set ``epoch``/``enable_mosaic`` on ``dataset`` itself, not on the wrapper.
+    """
+    sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                               drop_last=True)
+    return torch.utils.data.DataLoader(SkipUnreadable(dataset, mode="replace"), batch_size=batch_per_rank,
+                                       sampler=sampler, num_workers=num_workers, drop_last=True,
+                                       pin_memory=False, persistent_workers=False)
 
 
 def build_eval_loader(split: DatasetSplit, size: int, batch_size: int, num_workers: int):
-    """Sequential loader over the whole split (rank 0 evaluates; see ``engine.evaluate``)."""
-    return torch.utils.data.DataLoader(EvalDataset(split, size), batch_size=batch_size, shuffle=False,
-                                       num_workers=num_workers, collate_fn=eval_collate)
+    """Sequential loader over the whole split (rank 0 evaluates; see ``engine.evaluate``).
+
+    An unreadable image is dropped from its batch and counted (``loader.dataset.skipped``): COCO eval
+    then scores it as an image with no detections, which lowers recall rather than hiding the image.
+    """
+    return torch.utils.data.DataLoader(SkipUnreadable(EvalDataset(split, size), mode="drop"),
+                                       batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                       collate_fn=drop_none(eval_collate))

@@ -34,6 +34,7 @@ class TrainState:
 
     epoch: int = 0            # next epoch to run (0-based)
     iteration: int = 0        # optimiser steps done in total
+    epoch_iter: int = 0       # optimiser steps done in epoch ``epoch`` (> 0 only after a mid-epoch stop)
     best_ap: float = 0.0
     input_size: int = 640     # current multiscale side
 
@@ -107,13 +108,15 @@ def train_one_epoch(model, loss_fn: YOLOXLoss, optimizer, loader, device, *, epo
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
-    n_iter = len(loader)
+    # A resumed epoch starts at state.epoch_iter: the sampler already skips the samples it used.
+    start = state.epoch_iter
+    n_iter = start + len(loader)
     sums: dict[str, float] = {}
     logged = 0
     t_epoch = time.perf_counter()
     t_window, window_iters = time.perf_counter(), 0
     done = 0
-    for i, (images, targets, _idx) in enumerate(loader):
+    for i, (images, targets, _idx) in enumerate(loader, start=start):
         if max_iters is not None and state.iteration >= max_iters:
             break
         images = images.to(device, non_blocking=True)
@@ -146,6 +149,7 @@ def train_one_epoch(model, loss_fn: YOLOXLoss, optimizer, loader, device, *, epo
         if ema is not None:
             ema.update(model)
         state.iteration += 1
+        state.epoch_iter = i + 1
         done += 1
         window_iters += 1
         lr = lr_fn(state.iteration)  # Megvii: lr for the next iteration = f(iterations done)
@@ -238,7 +242,10 @@ def evaluate(model, loader, split, device, exp, *, amp=None, steps=None, is_main
     dets = []
     t0, n_img, t_infer = time.perf_counter(), 0, 0.0
     n_batches = len(loader)
-    for b, (images, metas, ids) in enumerate(loader):
+    for b, batch in enumerate(loader):
+        if batch is None:   # every image of this batch was unreadable (counted by SkipUnreadable)
+            continue
+        images, metas, ids = batch
         t1 = time.perf_counter()
         with amp():
             out = model(images.to(device, non_blocking=True))
@@ -259,6 +266,7 @@ def evaluate(model, loader, split, device, exp, *, amp=None, steps=None, is_main
                      _fmt_eta((len(loader.dataset) - n_img) / max(rate, 1e-9)))
     metrics = coco_map(to_coco_dict(split), dets)
     metrics["images"] = n_img
+    metrics["unreadable_images"] = int(getattr(loader.dataset, "skipped", 0))
     metrics["inference_images_per_s"] = n_img / max(t_infer, 1e-9)
     metrics["total_images_per_s"] = n_img / max(time.perf_counter() - t0, 1e-9)
     return metrics, dets

@@ -65,7 +65,7 @@ class UsageError(ValueError):
     """A command that cannot work as given (class count, batch split...); printed without a traceback."""
 
 
-def checkpoint_state(model, ema, optimizer, state: TrainState, exp, seed: int) -> dict:
+def checkpoint_state(model, ema, optimizer, state: TrainState, exp, seed: int, global_batch: int) -> dict:
     """Megvii's keys (``model`` = EMA weights, ``optimizer``, ``start_epoch``, ``best_ap``) + what an exact
     resume needs (the raw training weights, EMA update count, iteration, seed)."""
     raw = model.module if hasattr(model, "module") else model
@@ -75,6 +75,10 @@ def checkpoint_state(model, ema, optimizer, state: TrainState, exp, seed: int) -
         "optimizer": optimizer.state_dict(),
         "start_epoch": state.epoch,
         "iteration": state.iteration,
+        # A `steps N` stop inside an epoch: how far into it, so --resume runs the rest of that epoch.
+        # sampler_offset counts samples of the epoch's global permutation (any world size can resume).
+        "epoch_iter": state.epoch_iter,
+        "sampler_offset": state.epoch_iter * global_batch,
         "best_ap": state.best_ap,
         "ema_updates": ema.updates if ema is not None else 0,
         "exp": exp_to_dict(exp),
@@ -123,8 +127,8 @@ def _run(args, exp, device, info, precision: str) -> dict:
             make_synthetic(run_root / "synthetic", layouts=("coco",), num_train=args.synthetic_images,
                            num_val=max(args.synthetic_images // 4, 4), image_size=args.synthetic_size, seed=seed)
         barrier()
-    train_split = load_coco_split(data_dir, exp.train_split)
-    val_split = load_coco_split(data_dir, exp.val_split)
+    train_split = load_coco_split(data_dir, exp.train_split, verify=exp.verify_images)
+    val_split = load_coco_split(data_dir, exp.val_split, verify=exp.verify_images)
     if len(train_split.categories) != exp.num_classes:
         ann = train_split.annotation_files[0] if train_split.annotation_files else data_dir
         raise UsageError(f"{ann} has {len(train_split.categories)} categories but num_classes={exp.num_classes}; "
@@ -164,9 +168,15 @@ def _run(args, exp, device, info, precision: str) -> dict:
         state.epoch, state.iteration = int(ck["start_epoch"]), int(ck.get("iteration", 0))
         state.best_ap = float(ck.get("best_ap", 0.0))
         ema_updates = int(ck.get("ema_updates", state.iteration))
+        offset = int(ck.get("sampler_offset", 0))
+        if offset % args.batch_size:
+            log.warning("%s stopped %d samples into epoch %d, not a multiple of --batch-size %d: the "
+                        "resumed epoch repeats up to one batch", path, offset, state.epoch + 1, args.batch_size)
+        state.epoch_iter = offset // args.batch_size
         if args.start_epoch is not None:
-            state.epoch = args.start_epoch
-        log.info("resumed %s at epoch %d, iteration %d", path, state.epoch + 1, state.iteration)
+            state.epoch, state.epoch_iter = args.start_epoch, 0
+        log.info("resumed %s at epoch %d, iteration %d%s", path, state.epoch + 1, state.iteration,
+                 f" ({state.epoch_iter}/{iters_per_epoch} of the epoch done)" if state.epoch_iter else "")
     ema = None
     if exp.ema:
         fused = hpu.fused_ema_class() if device.type == "hpu" else None
@@ -213,17 +223,23 @@ def _run(args, exp, device, info, precision: str) -> dict:
             dataset.enable_mosaic = not no_aug
             loss_fn.use_l1 = no_aug
             loader.sampler.set_epoch(epoch)
+            loader.sampler.skip = state.epoch_iter * batch_per_rank   # > 0 only in a resumed epoch
             t0 = time.perf_counter()
             stats = train_one_epoch(train_model, loss_fn, optimizer, loader, device, epoch=epoch, exp=exp,
                                     state=state, lr_fn=lr_fn, ema=ema, steps=steps, amp=amp, scaler=scaler,
                                     loss_on_cpu=loss_on_cpu, multiscale=not args.noresize, seed=seed, run=run,
                                     global_batch=args.batch_size, max_iters=max_iters, is_main=info.is_main)
-            state.epoch += 1
+            loader.sampler.skip = 0
+            complete = state.epoch_iter >= iters_per_epoch
+            if complete:
+                state.epoch, state.epoch_iter = state.epoch + 1, 0
             stopping = max_iters is not None and state.iteration >= max_iters
-            log.info("average throughput for epoch_%d: %.1f img/sec (%.0f s)", epoch + 1, stats["images_per_s"],
-                     time.perf_counter() - t0)
+            log.info("average throughput for epoch_%d: %.1f img/sec (%.0f s)%s", epoch + 1, stats["images_per_s"],
+                     time.perf_counter() - t0, "" if complete else f", stopped at iteration {state.epoch_iter}")
+            if loader.dataset.skipped:
+                log.warning("rank %d: %s so far", info.rank, loader.dataset.summary())
             last = state.epoch >= exp.max_epoch or stopping
-            do_eval = no_aug or last or state.epoch % exp.eval_interval == 0
+            do_eval = stopping or (complete and (no_aug or last or state.epoch % exp.eval_interval == 0))
             ap = None
             if do_eval:
                 eval_model = ema.ema if ema is not None else model
@@ -240,8 +256,8 @@ def _run(args, exp, device, info, precision: str) -> dict:
                              metrics["total_images_per_s"])
                 barrier()
             if info.is_main:
-                ckpts.save(checkpoint_state(model, ema, optimizer, state, exp, seed), epoch=state.epoch,
-                           metric=ap)
+                ckpts.save(checkpoint_state(model, ema, optimizer, state, exp, seed, args.batch_size),
+                           epoch=state.epoch, metric=ap, history=complete)
             barrier()
             if stopping:
                 log.info("stopping after %d iterations (steps %d)", state.iteration, exp.steps)
@@ -252,7 +268,9 @@ def _run(args, exp, device, info, precision: str) -> dict:
             run.write_summary({"Evaluation (EMA weights)": rows,
                                "Run": [{"model": exp.name, "epochs": state.epoch, "iterations": state.iteration,
                                         "device": str(device), "precision": precision,
-                                        "world_size": info.world_size, "seed": seed}]},
+                                        "world_size": info.world_size, "seed": seed,
+                                        "unreadable train images": loader.dataset.skipped,
+                                        "unreadable val images": metrics.get("unreadable_images", 0)}]},
                               title=f"{exp.name} on {device}")
         run.close()
     return metrics
