@@ -68,6 +68,18 @@ def test_drop_mode_removes_samples_from_the_batch(files):
     assert [len(b[1]) for b in batches] == [3, 2] and ds.skipped == 3
 
 
+def test_placeholder_mode_keeps_one_sample_per_index(files):
+    class WithPlaceholder(Files):
+        def placeholder(self, i):
+            return torch.zeros(8, 8, 3, dtype=torch.uint8), -1 - i    # the caller recognises i < 0
+
+    ds = SkipUnreadable(WithPlaceholder(files), mode="placeholder")
+    idx = torch.cat([b[1] for b in DataLoader(ds, batch_size=4, num_workers=2)]).tolist()
+    assert idx == [0, 1, -3, 3, 4, -6, -7, 7] and ds.skipped == 3
+    with pytest.raises(TypeError, match="placeholder"):
+        SkipUnreadable(Files(files), mode="placeholder")
+
+
 def test_only_decode_errors_are_caught(files):
     class Buggy(Files):
         def __getitem__(self, i):

@@ -31,7 +31,6 @@ def test_save_extract_load_round_trip(tmp_path, fresh_accelerate):
     assert [d.name for d in dirs] == ["epoch_0001", "epoch_0002"]  # pruned to the newest 2
     assert (dirs[-1] / MODEL_FILE).is_file()  # accelerate writes safetensors, not pytorch_model.bin
     assert read_meta(dirs[-1])["epoch"] == 2 and resolve_checkpoint(run) == dirs[-1]
-
     out = extract_main([str(run), str(tmp_path / "bb.safetensors")])  # the CLI, on the run folder
     with safe_open(str(out), "pt") as f:
         meta = f.metadata()
@@ -52,6 +51,15 @@ def test_save_extract_load_round_trip(tmp_path, fresh_accelerate):
     with pytest.raises(ValueError, match="does not fit"):
         load_backbone(build_detector(3, 2, 4, width=0.25, hidden=32), out)  # no metadata check: shapes catch it
     assert extract_backbone(dirs[0] / MODEL_FILE).name == "backbone.safetensors"  # the model file itself works too
+    # a save killed before meta.json: not a checkpoint (resume would read no epoch and start over) ...
+    partial = run / "checkpoints" / "epoch_0003"
+    partial.mkdir()
+    (partial / MODEL_FILE).write_bytes((dirs[-1] / MODEL_FILE).read_bytes()[:100])
+    assert resolve_checkpoint(run) == dirs[-1] and partial not in checkpoint_dirs(run)
+    # ... and the next save removes it (each leftover is a whole model)
+    save_checkpoint(acc, run, 4, {"step": 40, "config": {"width": 0.125, "batch_norm": False},
+                                  "classes": classes}, keep=2)
+    assert not partial.exists() and [d.name for d in checkpoint_dirs(run)] == ["epoch_0002", "epoch_0004"]
 
 
 def test_extract_errors(tmp_path):
@@ -87,6 +95,23 @@ def test_pretrain_resume_continues_the_run(tmp_path):
     dirs = checkpoint_dirs(second["run_dir"])
     assert [d.name for d in dirs] == ["epoch_0001"]  # epoch 0 came from the checkpoint; only epoch 1 ran
     assert read_meta(dirs[-1])["step"] == 2 * step0 and "top1" in second["metrics"]
+    # resumed in its own folder after a kill that had logged steps 3-4 past the epoch-0 checkpoint:
+    # those records are trimmed, the resumed run logs them again, so each step appears once
+    with open(first["run_dir"] / "logs" / "train.jsonl", "a") as f:
+        f.write('{"step": 3, "epoch": 1.5, "time": 0}\n{"step": 4, "epoch": 2.0, "time": 0}\n{"st')
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(first["run_dir"] / "tb")) as w:   # the killed process's TensorBoard events
+        for step in (3, 4):
+            w.add_scalar("train/loss", 99.0, step)
+    pretrain_train.main([*common, "run_name=a", "epochs=2", f"resume_from={first['run_dir']}"])
+    steps = [json.loads(x)["step"] for x in (first["run_dir"] / "logs" / "train.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = EventAccumulator(str(first["run_dir"] / "tb")).Reload()
+    loss = tb.Scalars("train/loss")
+    assert [e.step for e in loss] == [1, 2, 3, 4] and 99.0 not in [e.value for e in loss]
     # a Labels.json in another order would silently permute the labels: refused
     labels = data / "Labels.json"
     labels.write_text(json.dumps(dict(reversed(list(json.loads(labels.read_text()).items())))))

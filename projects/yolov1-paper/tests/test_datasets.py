@@ -12,6 +12,7 @@ from PIL import Image
 
 from yolov1.augment import DetectionTransform
 from yolov1.imagenet100 import ImageFolderDataset, classification_transform, read_imagenet100, write_tiny_imagenet
+from yolo_common.data import UnreadableImage
 from yolov1.voc import VOCDetection, collate, parse_parts, read_voc_parts
 
 WNIDS = ["n00000003", "n00000001", "n00000002"]  # deliberately not sorted: the order is Labels.json's
@@ -56,7 +57,7 @@ def test_imagenet_corrupt_image_counted_or_named(tiny_imagenet, caplog):
     unverified = read_imagenet100(tiny_imagenet, "train", verify=False)
     ds = ImageFolderDataset(unverified, classification_transform(32, train=False))
     i = [p for p, _ in unverified.samples].index(bad)
-    with pytest.raises(RuntimeError, match=bad.name):
+    with pytest.raises(UnreadableImage, match=bad.name):   # an OSError: SkipUnreadable counts it
         ds[i]
 
 
@@ -121,7 +122,7 @@ def test_voc_corrupt_image_counted_skip(synthetic_voc, tmp_path, caplog):
     assert len(verified) == len(train) - 1
     assert verified.skipped.counts["image does not decode"] == 1
     ds = VOCDetection([train], DetectionTransform(128), S=2, B=2)
-    with pytest.raises(RuntimeError, match=bad.name):
+    with pytest.raises(UnreadableImage, match=bad.name):
         ds[0]
 
 

@@ -4,7 +4,10 @@ Readers trust headers (COCO/VOC sizes come from the annotation file), so a trunc
 found only when a worker decodes it, maybe hours into a run. Wrapped, that sample is logged once (per
 process), counted in shared memory (so the count covers every DataLoader worker) and replaced by the next
 readable index, deterministically; ``mode="drop"`` returns ``None`` instead and ``drop_none(collate)``
-removes it from the batch. The run then reports "N unreadable images skipped" (``summary()``).
+removes it from the batch; ``mode="placeholder"`` returns ``dataset.placeholder(index)``, a stand-in the
+caller recognises (for distributed evaluation: accelerate's ``gather_for_metrics`` trims the last batch's
+padding by position, so every rank must keep yielding one sample per index). The run then reports
+"N unreadable images skipped" (``summary()``).
 
 Only decode failures are caught (``OSError``, which covers PIL's ``UnidentifiedImageError`` and truncated
 files, plus ``UnreadableImage`` for loaders such as OpenCV that return ``None``); a label bug still raises.
@@ -29,15 +32,18 @@ class SkipUnreadable:
 
     Args:
         dataset: the dataset; ``describe(i)`` (if it has one) names the file of index i in the log.
-        mode: "replace" (the next readable index) or "drop" (return None; use ``drop_none``).
+        mode: "replace" (the next readable index), "drop" (return None; use ``drop_none``) or
+            "placeholder" (return ``dataset.placeholder(index)``).
         errors: exception types that mean "this image does not decode".
         max_tries: consecutive unreadable indices before giving up with a RuntimeError.
     """
 
     def __init__(self, dataset, *, mode: str = "replace", errors: tuple[type[BaseException], ...] = (OSError,),
                  max_tries: int = 10):
-        if mode not in ("replace", "drop"):
-            raise ValueError(f"mode must be 'replace' or 'drop', got {mode!r}")
+        if mode not in ("replace", "drop", "placeholder"):
+            raise ValueError(f"mode must be 'replace', 'drop' or 'placeholder', got {mode!r}")
+        if mode == "placeholder" and not callable(getattr(dataset, "placeholder", None)):
+            raise TypeError(f"mode='placeholder' needs {type(dataset).__name__}.placeholder(index)")
         self.dataset, self.mode, self.errors, self.max_tries = dataset, mode, tuple(errors), max_tries
         self._count = mp.Value("i", 0)  # shared with forked / spawned workers (pickled with the wrapper)
         self._warned: set[int] = set()
@@ -76,6 +82,8 @@ class SkipUnreadable:
                     log.warning("unreadable image skipped: %s (%s: %s)", self._name(j), type(e).__name__, e)
                 if self.mode == "drop":
                     return None
+                if self.mode == "placeholder":
+                    return self.dataset.placeholder(j)
         raise RuntimeError(f"{self.max_tries} consecutive images from index {index} do not decode; "
                            f"is the dataset readable? ({self._name(index)})")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from yolo_common.runlog import to_jsonable
+from yolo_common.checkpoint import atomic_write_json
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "meta.json"
@@ -29,25 +29,39 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 
 def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
-    """The ``epoch_NNNN`` checkpoint folders of a run, oldest first."""
+    """The complete ``epoch_NNNN`` checkpoint folders of a run (``meta.json`` written), oldest first.
+
+    A folder a kill interrupted (no ``meta.json``) is not a checkpoint: resuming from it would read no
+    epoch and silently start the run over.
+    """
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith("epoch_") and (d / MODEL_FILE).is_file())
+    return sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith("epoch_")
+                  and (d / MODEL_FILE).is_file() and (d / META_FILE).is_file())
+
+
+def _partial_dirs(run_dir: Path, writing: Path) -> list[Path]:
+    """``epoch_*`` folders without ``meta.json`` (a save that was killed), except the one being written."""
+    root = run_dir / "checkpoints"
+    return [d for d in root.iterdir() if d.is_dir() and d.name.startswith("epoch_") and d != writing
+            and not (d / META_FILE).is_file()]
 
 
 def save_checkpoint(accelerator, run_dir: str | Path, epoch: int, meta: dict[str, Any], keep: int = 2) -> Path:
     """``accelerator.save_state`` to ``<run>/checkpoints/epoch_NNNN`` + ``meta.json``; prunes old ones.
 
     Call on every process (accelerate writes from the main one). A crash mid-save leaves a folder
-    without ``meta.json``, which ``resume``/``extract_backbone`` refuse, and the previous one intact.
+    without ``meta.json``, which ``checkpoint_dirs`` (so resume and ``extract_backbone``) ignore, and
+    the previous one intact; the next save removes such leftovers (each is a full model's size).
     """
     out = Path(run_dir) / "checkpoints" / f"epoch_{epoch:04d}"
     accelerator.save_state(str(out), safe_serialization=True)
     if accelerator.is_main_process:
-        tmp = out / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(to_jsonable({"epoch": epoch, **meta}), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(out / META_FILE)  # meta.json appears only once the state is fully written
+        # meta.json appears (temp + fsync + rename) only once the state is fully written
+        atomic_write_json(out / META_FILE, {"epoch": epoch, **meta})
+        for stale in _partial_dirs(Path(run_dir), out):
+            shutil.rmtree(stale, ignore_errors=True)
         if keep > 0:
             for old in checkpoint_dirs(run_dir)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)

@@ -10,11 +10,10 @@ Writes ``<output_dir>/<run_name>/``: ``config.json``, ``logs/{train,eval}.jsonl`
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 
-from yolo_common.runlog import to_jsonable
+from yolo_common.checkpoint import atomic_write_json
 
 from .augment import DetectionTransform
 from .checkpoints import load_backbone, read_meta, resolve_checkpoint, save_checkpoint
@@ -83,6 +82,9 @@ def _train(cfg: DetectionConfig, accelerator, run, run_dir, seed: int) -> dict:
         stats, step = train_one_epoch(model, step_fn, optimizer, train_loader, accelerator, schedule, epoch,
                                       run=run, global_step=step, grad_clip_norm=cfg.grad_clip_norm,
                                       max_batches=cfg.max_train_batches, log_every=cfg.log_every)
+        if train_loader.dataset.skipped:
+            accelerator.print(f"epoch {epoch}: {train_loader.dataset.summary()} so far (process "
+                              f"{accelerator.process_index}; replaced by the next image)")
         last = epoch == cfg.epochs - 1
         if last or (epoch + 1) % cfg.eval_every == 0:
             metrics = evaluate_detection(model, val_loader, accelerator, val_split, B=cfg.B, criterion=criterion,
@@ -98,11 +100,11 @@ def _train(cfg: DetectionConfig, accelerator, run, run_dir, seed: int) -> dict:
                                                       "classes": val_split.class_names},
                         keep=cfg.keep_checkpoints)
     if accelerator.is_main_process:
-        (run_dir / "eval").mkdir(exist_ok=True)
-        (run_dir / "eval" / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=2) + "\n",
-                                                      encoding="utf-8")
+        atomic_write_json(run_dir / "eval" / "metrics.json", metrics)
         run.write_summary({
-            "result": [{"epochs": cfg.epochs, **{k: metrics.get(k) for k in METRIC_KEYS}}],
+            "result": [{"epochs": cfg.epochs, **{k: metrics.get(k) for k in METRIC_KEYS},
+                        "unreadable train images": train_loader.dataset.skipped,
+                        "unreadable val images": metrics.get("unreadable_images", 0)}],
             "per-class AP (VOC07 11-point)": [{"class": k, "AP": v}
                                               for k, v in metrics.get("per_class_voc07", {}).items()],
             "note": "voc07_mAP is the number comparable to the paper's 63.4 (VOC2007 test); coco_* are "

@@ -146,13 +146,15 @@ def evaluate_classification(model, loader, accelerator) -> dict[str, float]:
     for images, labels in progress(loader, desc="eval", leave=False, disable=not accelerator.is_local_main_process):
         logits = model(images).float()
         logits, labels = accelerator.gather_for_metrics((logits, labels))
+        readable = labels >= 0    # -1: an unreadable image's placeholder, left out (and counted)
+        logits, labels = logits[readable], labels[readable]
         hits = topk_correct(logits, labels, (1, 5))
         correct1 += hits[1]
         correct5 += hits[5]
         total += len(labels)
         loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
     return {"top1": correct1 / max(total, 1), "top5": correct5 / max(total, 1), "val_loss": loss_sum / max(total, 1),
-            "num_images": total}
+            "num_images": total, "unreadable_images": int(getattr(loader.dataset, "skipped", 0))}
 
 
 @torch.inference_mode()
@@ -175,12 +177,19 @@ def evaluate_detection(model, loader, accelerator, split, *, B: int, criterion=N
     for images, targets, idx in progress(loader, desc="eval", leave=False,
                                          disable=not accelerator.is_local_main_process):
         pred = model(images).float()
-        if criterion is not None:
-            loss_sum += float(criterion(pred, targets).total) * len(images)
-            n_images += len(images)
+        readable = idx >= 0       # idx = -1 - i: image i did not decode (SkipUnreadable's placeholder)
+        if criterion is not None and readable.any():
+            n = int(readable.sum())
+            kept = pred if bool(readable.all()) else pred[readable]
+            loss_sum += float(criterion(kept, targets if bool(readable.all()) else
+                                        {k: v[readable] for k, v in targets.items()}).total) * n
+            n_images += n
         dets = decode(pred, B, conf_threshold=conf_threshold, nms_iou=nms_iou, max_detections=max_detections)
         batch_out = []
         for d, i in zip(dets, idx.tolist()):
+            if i < 0:
+                batch_out.append([])   # scored as an image without detections (its boxes still count)
+                continue
             r = split.records[i]
             boxes = to_image_coords(d, r.width, r.height).tolist()
             batch_out.append([{"image_id": int(r.image_id), "category_id": cat_ids[int(c)], "bbox": b, "score": float(s)}
@@ -197,4 +206,5 @@ def evaluate_detection(model, loader, accelerator, split, *, B: int, criterion=N
     if criterion is not None:
         metrics["val_loss"] = loss_sum / max(n_images, 1)
     metrics["num_images"] = len(per_image)
+    metrics["unreadable_images"] = int(getattr(loader.dataset, "skipped", 0))
     return metrics

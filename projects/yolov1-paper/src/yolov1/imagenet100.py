@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from yolo_common.data import SkipCounter
+from yolo_common.data import SkipCounter, UnreadableImage
 
 from .augment import MEAN, STD
 
@@ -166,10 +166,16 @@ class ImageFolderDataset(Dataset):
         try:
             with Image.open(path) as im:
                 img = im.convert("RGB")
-        except Exception as e:
-            raise RuntimeError(f"{path}: cannot decode image ({type(e).__name__}: {e}); "
-                               f"set verify_images=true to skip such files with a count") from e
+        except Exception as e:  # counted and skipped by SkipUnreadable (training.make_loader)
+            raise UnreadableImage(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
         return self.transform(img), label
+
+    def describe(self, i: int) -> str:
+        return str(self.split.samples[i][0])
+
+    def placeholder(self, i: int):
+        """Evaluation's stand-in for an unreadable image: label -1, left out of the accuracy."""
+        return self.transform(Image.new("RGB", (8, 8))), -1   # the transform gives the input's shape
 
 
 def write_tiny_imagenet(root: str | Path, class_wnids: Sequence[str], images_per_class: int = 4,

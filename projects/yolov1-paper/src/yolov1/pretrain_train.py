@@ -64,6 +64,9 @@ def _train(cfg: PretrainConfig, accelerator, run, run_dir, seed: int) -> dict:
         stats, step = train_one_epoch(model, classification_step, optimizer, train_loader, accelerator, schedule,
                                       epoch, run=run, global_step=step, grad_clip_norm=cfg.grad_clip_norm,
                                       max_batches=cfg.max_train_batches, log_every=cfg.log_every)
+        if train_loader.dataset.skipped:
+            accelerator.print(f"epoch {epoch}: {train_loader.dataset.summary()} so far (process "
+                              f"{accelerator.process_index}; replaced by the next image)")
         last = epoch == cfg.epochs - 1
         if last or (epoch + 1) % cfg.eval_every == 0:
             metrics = evaluate_classification(model, val_loader, accelerator)
@@ -74,7 +77,9 @@ def _train(cfg: PretrainConfig, accelerator, run, run_dir, seed: int) -> dict:
                                                       "metrics": metrics}, keep=cfg.keep_checkpoints)
     run.write_summary({"result": [{"epochs": cfg.epochs, **{k: metrics.get(k) for k in ("top1", "top5", "val_loss")}}],
                        "data": f"{cfg.data_root}: {len(train_split.wnids)} classes, train {len(train_split)}, "
-                               f"val {len(val_split)} (skipped: {train_split.skipped.summary()})"},
+                               f"val {len(val_split)} (skipped: {train_split.skipped.summary()}; at load "
+                               f"time: {train_loader.dataset.summary()} in train, "
+                               f"{metrics.get('unreadable_images', 0)} in val)"},
                       title=f"YOLOv1 backbone pretraining {run_dir.name}")
     return {"run_dir": run_dir, "metrics": metrics}
 

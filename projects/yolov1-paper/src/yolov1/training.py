@@ -63,9 +63,17 @@ def run_training(cfg, body: Callable[..., T], **config_extra: Any) -> T:
     try:
         seed = seed_everything(cfg.seed)
         run_dir = run_directory(accelerator, cfg.output_dir, cfg.run_name)
+        # Resuming from step S (records are logged at "steps done"): the killed process's records after
+        # S are cut from logs/*.jsonl and TensorBoard is purged from S + 1, so each step appears once.
+        resume_step = None
+        if cfg.resume_from:
+            from .checkpoints import read_meta, resolve_checkpoint
+
+            resume_step = int(read_meta(resolve_checkpoint(cfg.resume_from)).get("step", 0)) + 1
         with RunLogger(run_dir, {"config": cfg, "seed": seed, "num_processes": accelerator.num_processes,
                                  **config_extra},
-                       rank=accelerator.process_index, **wandb_kwargs(cfg, run_dir)) as run:
+                       rank=accelerator.process_index, resume_step=resume_step,
+                       **wandb_kwargs(cfg, run_dir)) as run:
             return body(cfg, accelerator, run, run_dir, seed)
     finally:
         release_accelerator(accelerator)
@@ -78,10 +86,20 @@ def schedule_from(cfg) -> StepSchedule:
 
 
 def make_loader(dataset, batch_size: int, *, train: bool, num_workers: int, seed: int, collate_fn=None) -> DataLoader:
-    """A DataLoader with seeded shuffling; ``drop_last`` in training (a 1-image last batch is all noise)."""
+    """A DataLoader with seeded shuffling; ``drop_last`` in training (a 1-image last batch is all noise).
+
+    The dataset goes in ``SkipUnreadable`` (its loads raise ``UnreadableImage`` for a file that does
+    not decode): training takes the next readable image, evaluation gets the dataset's
+    ``placeholder`` (one sample per index, so accelerate's ``gather_for_metrics`` still trims the
+    padding of a multi-process last batch correctly; the placeholder is scored as "no detections").
+    ``loader.dataset.skipped`` counts them over all workers.
+    """
+    from yolo_common.data import SkipUnreadable
+
     g = torch.Generator()
     g.manual_seed(seed)
     workers = max(0, int(num_workers))
+    dataset = SkipUnreadable(dataset, mode="replace" if train else "placeholder")
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
                       num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
                       collate_fn=collate_fn, generator=g)

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from yolo_common.data import DatasetSplit, read_voc, verify_images
+from yolo_common.data import DatasetSplit, UnreadableImage, read_voc, verify_images
 
 from .augment import DetectionTransform
 from .targets import collate_targets, encode_targets
@@ -112,11 +112,21 @@ class VOCDetection(Dataset):
             with Image.open(r.path) as im:
                 img = im.convert("RGB")
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... on bad files
-            raise RuntimeError(f"{r.path}: cannot decode image ({type(e).__name__}: {e}); "
-                               f"set verify_images=true to skip such files with a count") from e
+            # UnreadableImage: the loaders' SkipUnreadable counts and skips it (see training.make_loader)
+            raise UnreadableImage(f"{r.path}: cannot decode image ({type(e).__name__}: {e})") from e
         keep = np.ones(len(r), bool) if self.use_difficult else ~r.difficult
         labels = np.array([self.index[i][int(c)] for c in r.category_ids[keep]], np.int64)
         return img, r.boxes[keep], labels
+
+    def describe(self, i: int) -> str:
+        return str(self.records[i].path)
+
+    def placeholder(self, i: int):
+        """What evaluation gets for an unreadable image: a blank input with index ``-1 - i``, so
+        ``evaluate_detection`` scores image ``i`` as "no detections" and leaves it out of the loss."""
+        x = torch.zeros(3, self.transform.size, self.transform.size)
+        empty = encode_targets(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), self.S, self.B, self.C)
+        return x, empty, -1 - i
 
     def __getitem__(self, i: int):
         img, boxes, labels = self.load(i)
