@@ -61,3 +61,34 @@ def test_bad_schedule_exits_with_message(tmp_path):
 
     with pytest.raises(SystemExit, match="unknown group"):
         main(["--smoke", "--output_dir", str(tmp_path), "--schedule", "ffn@0.3"], regime="progressive")
+
+
+@pytest.mark.slow
+def test_unreadable_images_are_counted_not_fatal(tmp_path):
+    """Truncated / empty / garbage images (COCO headers are trusted): training with 2 loader workers
+    replaces them, evaluation drops them from the batch; counts land in metrics_summary.json."""
+    import shutil
+
+    from yolo_common.synthetic import make_synthetic
+
+    from yolos_bf16accum.config import smoke_config
+    from yolos_bf16accum.train import run
+
+    src = make_synthetic(tmp_path / "src", layouts=("coco",), num_train=8, num_val=4, image_size=(96, 64),
+                         seed=0)["coco"]
+    root = tmp_path / "coco"
+    shutil.copytree(src, root)
+    train = sorted((root / "train2017").iterdir())
+    train[0].write_bytes(train[0].read_bytes()[:200])
+    train[1].write_bytes(b"")
+    val = sorted((root / "val2017").iterdir())
+    val[0].write_bytes(b"garbage")
+    cfg = smoke_config("baseline", output_dir=str(tmp_path / "run"), dataset="coco2017", coco_dir=str(root),
+                       num_train_epochs=1, num_workers=2)
+    summary = run(cfg)
+    assert summary["unreadable_eval_images"] == 1 and summary["final"]["num_images"] == 3
+    assert summary["unreadable_train_images"] >= 1      # each time an unreadable index is drawn
+    verified = run(smoke_config("baseline", output_dir=str(tmp_path / "v"), dataset="coco2017",
+                                coco_dir=str(root), num_train_epochs=1, verify_images=True))
+    assert (verified["train_images"], verified["eval_images"]) == (6, 3)
+    assert verified["unreadable_train_images"] == verified["unreadable_eval_images"] == 0

@@ -50,6 +50,8 @@ def get_args_parser(regime: str) -> argparse.ArgumentParser:
     p.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--num_workers", type=int, default=d.num_workers)
     p.add_argument("--no_augment", action="store_true", help="disable train augmentations")
+    p.add_argument("--verify_images", action="store_true",
+                   help="decode every image once first and drop unreadable ones (COCO/synthetic; minutes on COCO)")
     p.add_argument("--schedule", default=d.schedule, help="group@fraction list (progressive regime)")
     p.add_argument("--ramp_mode", choices=["blocks", "all"], default=d.ramp_mode)
     p.add_argument("--blocks_per_stage", type=int, default=d.blocks_per_stage)
@@ -73,6 +75,7 @@ def config_from_args(args: argparse.Namespace, regime: str, argv: Sequence[str])
             "blocks_per_stage", "accum_chunk", "kernel_backend", "wandb_project", "wandb_run_name")
     values = {k: getattr(args, k) for k in keys}
     values["augment"] = not args.no_augment
+    values["verify_images"] = args.verify_images
     values["report_to"] = None if args.report_to == "none" else args.report_to
     if values["output_dir"] is None:
         values["output_dir"] = f"runs/{'smoke-' if args.smoke else ''}{regime}"
@@ -81,6 +84,8 @@ def config_from_args(args: argparse.Namespace, regime: str, argv: Sequence[str])
         overrides = {k: v for k, v in values.items() if k in given or k == "output_dir"}
         if "no_augment" in given:
             overrides["augment"] = False
+        if "verify_images" in given:
+            overrides["verify_images"] = True
         return smoke_config(regime, **overrides)
     return TrainConfig(regime=regime, **values)
 

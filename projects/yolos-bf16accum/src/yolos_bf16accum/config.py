@@ -37,6 +37,9 @@ class TrainConfig:
     max_eval_samples: int | None = None
     augment: bool = True                       # flip/colour/blur/perspective on train only
     num_workers: int = 2                       # dataloader workers (0 = main process)
+    # Decode every COCO/synthetic image once before training and drop the unreadable ones (minutes on
+    # COCO). Off: a bad image is still skipped and counted when a loader reads it.
+    verify_images: bool = False
 
     # ---- optimisation ----
     per_device_train_batch_size: int = 8

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from yolo_common.data import UnreadableImage
+
 from yolos_bf16accum.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class Sample:
     boxes: np.ndarray          # (n, 4) xyxy pixels
     category_ids: np.ndarray   # (n,) dataset ids
     load: Callable[[], Image.Image]
+    source: str = ""           # the file (or "dataset row i") behind it, for error messages
 
 
 @dataclass
@@ -110,11 +113,18 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def describe(self, i: int) -> str:
+        s = self.samples[i]
+        return s.source or f"image_id {s.image_id}"
+
     def __getitem__(self, i: int):
         from torchvision import tv_tensors
 
         s = self.samples[i]
-        image = s.load().convert("RGB")
+        try:
+            image = s.load().convert("RGB")   # PIL decodes lazily: a truncated file fails here
+        except Exception as e:  # PIL: OSError, SyntaxError, ValueError...; the loaders' SkipUnreadable counts it
+            raise UnreadableImage(f"{self.describe(i)}: cannot decode image ({type(e).__name__}: {e})") from e
         boxes = tv_tensors.BoundingBoxes(torch.as_tensor(s.boxes, dtype=torch.float32).reshape(-1, 4),
                                          format="XYXY", canvas_size=(image.height, image.width))
         labels = torch.as_tensor([self.cat_to_label[int(c)] for c in s.category_ids], dtype=torch.int64)
@@ -129,7 +139,10 @@ class DetectionDataset(torch.utils.data.Dataset):
 
 
 def collate(batch):
-    """Stacks the (same-size) images; targets stay a list of dicts, as the YOLOS loss wants."""
+    """Stacks the (same-size) images; targets stay a list of dicts, as the YOLOS loss wants.
+    ``None`` when every image of an evaluation batch was unreadable (``evaluate`` skips it)."""
+    if not batch:
+        return None
     pixels, targets = zip(*batch)
     return torch.stack(pixels), list(targets)
 
@@ -141,16 +154,18 @@ def _samples_from_split(split, drop_crowd: bool) -> list[Sample]:
     for r in split.records:
         keep = ~r.iscrowd if drop_crowd else np.ones(len(r), bool)
         out.append(Sample(r.image_id, r.width, r.height, r.boxes[keep], r.category_ids[keep],
-                          load=lambda p=r.path: Image.open(p)))
+                          load=lambda p=r.path: Image.open(p), source=str(r.path)))
     return out
 
 
-def _coco_source(root: str | Path, split_name: str, max_samples: int | None):
-    from yolo_common.data.coco import read_coco, to_coco_dict
+def _coco_source(root: str | Path, split_name: str, max_samples: int | None, verify: bool = False):
+    from yolo_common.data.coco import read_coco, to_coco_dict, verify_images
 
     split = read_coco(root, split_name)
     if max_samples is not None:
         split.records = split.records[:max_samples]
+    if verify:  # drops undecodable images from training *and* from the eval ground truth (counted)
+        split = verify_images(split)
     # Crowd regions are never trained on; COCO eval needs them in the GT (they are "ignore" areas).
     return split.categories, _samples_from_split(split, drop_crowd=True), to_coco_dict(split)
 
@@ -200,7 +215,8 @@ def _cppe5_source(path: str, split: str, max_samples: int | None):
         ok = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
         cats = np.asarray(objects["category"], np.int64)
         image_id = int(row["image_id"])
-        samples.append(Sample(image_id, w, h, xyxy[ok], cats[ok], load=lambda i=i: ds[i]["image"]))
+        samples.append(Sample(image_id, w, h, xyxy[ok], cats[ok], load=lambda i=i: ds[i]["image"],
+                              source=f"{path} ({split} row {i}, image_id {image_id})"))
         images.append({"id": image_id, "width": w, "height": h, "file_name": f"{image_id}.jpg"})
         for (x1, y1, x2, y2), c in zip(xyxy[ok].tolist(), cats[ok].tolist()):
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(c),
@@ -226,12 +242,12 @@ def build_datasets(cfg: TrainConfig):
         h, w = cfg.image_size
         root = make_synthetic(out, layouts=("coco",), num_train=cfg.synthetic_train, num_val=cfg.synthetic_val,
                               image_size=(max(w, 32), max(h, 32)), seed=cfg.seed)["coco"]
-        train_src = _coco_source(root, "train2017", cfg.max_train_samples)
-        eval_src = _coco_source(root, "val2017", cfg.max_eval_samples)
+        train_src = _coco_source(root, "train2017", cfg.max_train_samples, cfg.verify_images)
+        eval_src = _coco_source(root, "val2017", cfg.max_eval_samples, cfg.verify_images)
         coco_ids = False
     elif cfg.dataset == "coco2017":
-        train_src = _coco_source(cfg.coco_dir, "train2017", cfg.max_train_samples)
-        eval_src = _coco_source(cfg.coco_dir, "val2017", cfg.max_eval_samples)
+        train_src = _coco_source(cfg.coco_dir, "train2017", cfg.max_train_samples, cfg.verify_images)
+        eval_src = _coco_source(cfg.coco_dir, "val2017", cfg.max_eval_samples, cfg.verify_images)
         coco_ids = True  # hustvl/yolos-* predict COCO category ids directly (91 + no-object)
     else:
         train_src = _cppe5_source(cfg.cppe5_path, "train", cfg.max_train_samples)

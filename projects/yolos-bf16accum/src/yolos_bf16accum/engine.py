@@ -139,7 +139,10 @@ def evaluate(model, data_loader, device, gt: dict, label_to_cat: dict[int, int],
     t0, num_batches = time.time(), len(data_loader)
     # COCO val is 625 batches of 8; with patched (emulated) layers a batch can take seconds: report progress.
     report_every = max(1, num_batches // 10)
-    for b, (pixels, targets) in enumerate(data_loader):
+    for b, batch in enumerate(data_loader):
+        if batch is None:   # every image of the batch unreadable (counted by SkipUnreadable)
+            continue
+        pixels, targets = batch
         pixels = pixels.to(device, non_blocking=True)
         targets = move_targets(targets, device)
         with autocast(device, precision):
@@ -162,6 +165,7 @@ def evaluate(model, data_loader, device, gt: dict, label_to_cat: dict[int, int],
     metrics = coco_map(gt, detections)
     metrics["loss"] = loss_sum / max(n, 1)
     metrics["num_images"] = n
+    metrics["unreadable_images"] = int(getattr(data_loader.dataset, "skipped", 0))
     if not math.isfinite(metrics["loss"]):
         log.warning("non-finite eval loss")
     return metrics

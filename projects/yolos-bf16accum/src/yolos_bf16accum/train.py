@@ -47,16 +47,23 @@ def build_lr_scheduler(optimizer, total_steps: int, warmup_ratio: float):
 
 
 def build_loaders(train_ds, eval_ds, cfg: TrainConfig, device: torch.device):
+    """Seeded shuffling for training. Both datasets go in ``SkipUnreadable``: an image that does not
+    decode is logged by name, counted over all workers (``loader.dataset.skipped``) and replaced by the
+    next one (training) or dropped from its batch (evaluation: COCO then scores it as an image with no
+    detections, so recall drops instead of the image vanishing)."""
+    from yolo_common.data import SkipUnreadable, drop_none
+
     from yolos_bf16accum.data import collate
 
     g = torch.Generator()
     g.manual_seed(cfg.seed)
-    common = dict(collate_fn=collate, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+    common = dict(collate_fn=drop_none(collate), num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                   persistent_workers=cfg.num_workers > 0)
-    train = torch.utils.data.DataLoader(train_ds, batch_size=cfg.per_device_train_batch_size, shuffle=True,
+    train = torch.utils.data.DataLoader(SkipUnreadable(train_ds, mode="replace"), batch_size=cfg.per_device_train_batch_size, shuffle=True,
                                         drop_last=len(train_ds) >= cfg.per_device_train_batch_size,
                                         generator=g, **common)
-    evl = torch.utils.data.DataLoader(eval_ds, batch_size=cfg.per_device_eval_batch_size, shuffle=False, **common)
+    evl = torch.utils.data.DataLoader(SkipUnreadable(eval_ds, mode="drop"), batch_size=cfg.per_device_eval_batch_size,
+                                      shuffle=False, **common)
     return train, evl
 
 
@@ -141,6 +148,9 @@ def run(cfg: TrainConfig) -> dict:
                 record = do_eval()
             else:
                 record = history[-1]
+            if train_loader.dataset.skipped:
+                log.warning("epoch %d: %s so far (replaced by the next image)", epoch,
+                            train_loader.dataset.summary())
             ckpt.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "lr_scheduler": lr_scheduler.state_dict(), "step": state.step, "epoch": epoch,
                        "patch_state": state.patch_state, "config": cfg.to_dict()},
@@ -161,6 +171,8 @@ def run(cfg: TrainConfig) -> dict:
         "evals": [{k: h[k] for k in ("step", "AP", "AP50", "loss")} for h in history],
         "bf16acc_final_state": state.patch_state, "wall_time_s": time.time() - t_start,
         "train_images": len(train_ds), "eval_images": len(eval_ds),
+        "unreadable_train_images": train_loader.dataset.skipped,
+        "unreadable_eval_images": eval_loader.dataset.skipped,
     }
     atomic_write_json(out / "metrics_summary.json", summary)
     log.info("done in %.1f s: final AP %.4f (best %.4f) -> %s", summary["wall_time_s"], final["AP"],
