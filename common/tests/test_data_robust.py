@@ -31,6 +31,10 @@ class Files:
         return torch.from_numpy(read_image(self.paths[i]).copy()), i
 
 
+class WithCollate(Files):
+    collate_fn = staticmethod(default_collate)
+
+
 @pytest.fixture
 def files(tmp_path):
     paths = []
@@ -100,3 +104,19 @@ def test_wrapper_forwards_attributes(files):
     inner = Files(files)
     inner.epoch = 3
     assert SkipUnreadable(inner).epoch == 3 and len(SkipUnreadable(inner)) == 8
+    w = SkipUnreadable(inner)
+    w.epoch = 7            # e.g. ultralytics' `train_loader.dataset.mosaic = False`: reaches the dataset
+    assert inner.epoch == 7 and "epoch" not in vars(w)
+    w.note = "x"           # a name the dataset does not have stays on the wrapper
+    assert not hasattr(inner, "note") and w.note == "x"
+
+
+def test_drop_mode_collate_fn_for_loaders_that_read_it(files):
+    """ultralytics' build_dataloader passes ``dataset.collate_fn``; in drop mode it must skip the Nones,
+    and it must pickle for spawned workers."""
+    import pickle
+
+    ds = SkipUnreadable(WithCollate(files), mode="drop")
+    assert pickle.loads(pickle.dumps(ds.collate_fn)).collate is default_collate
+    batches = list(DataLoader(ds, batch_size=4, num_workers=1, collate_fn=ds.collate_fn))
+    assert [len(b[1]) for b in batches] == [3, 2]

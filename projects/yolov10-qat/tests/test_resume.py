@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from yolov10_qat.config import smoke_config
 from yolov10_qat.data import prepare_data
 from yolov10_qat.quant import quantized_layers
+from yolov10_qat import safe_ckpt
 from yolov10_qat.trainer import QAT_KEY, build_trainer, load_qat_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -29,6 +31,7 @@ def interrupted(tmp_path_factory):
     def on_model_save(tr):
         if tr.epoch == 0:
             shutil.copy(tr.last, root / "interrupted.pt")
+            shutil.copy(safe_ckpt.safe_path(tr.last), root / "interrupted.safe.pt")
             ema = tr.ema.ema
             was_training = ema.training
             with torch.no_grad():
@@ -43,9 +46,11 @@ def interrupted(tmp_path_factory):
     return {"root": root, "cfg": cfg, "rd": rd, "ckpt": root / "interrupted.pt", "x": x, **seen}
 
 
-def test_checkpoint_reloads_into_the_same_quantized_model(interrupted):
+def test_checkpoint_reloads_into_the_same_quantized_model(interrupted, monkeypatch):
+    # from the plain-data twin (weights_only=True): no pickle may be opened
+    monkeypatch.setattr(safe_ckpt, "load_pickle", lambda *a, **k: pytest.fail("unpickled a checkpoint"))
     model, ckpt = load_qat_checkpoint(interrupted["ckpt"])
-    assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None
+    assert ckpt["epoch"] == 0
     assert quantized_layers(model) == interrupted["layers"] == ckpt[QAT_KEY]["layers"]
     with torch.no_grad():
         out = model(interrupted["x"])[0]
@@ -61,7 +66,17 @@ def test_resume_continues_epoch_optimizer_and_ema(interrupted, tmp_path):
     (tmp_path / "weights").mkdir()
     last = tmp_path / "weights" / "last.pt"
     shutil.copy(interrupted["ckpt"], last)
-    trainer = build_trainer("qat", interrupted["cfg"], interrupted["rd"].dataset_yaml, tmp_path, resume=last)
+    # a copied-in .pt is not this run's own file: ultralytics' resume would unpickle it, so it is refused ...
+    with pytest.raises(safe_ckpt.UntrustedCheckpoint, match="--trust-checkpoint"):
+        build_trainer("qat", interrupted["cfg"], interrupted["rd"].dataset_yaml, tmp_path, resume=last)
+    # ... unless trusted explicitly (which warns)
+    with pytest.warns(RuntimeWarning, match="trust-checkpoint"):
+        trainer = build_trainer("qat", interrupted["cfg"], interrupted["rd"].dataset_yaml, tmp_path,
+                                resume=last, trust=True)
+    # the killed run had logged epoch 1 (steps 3-4, 2 batches per epoch) past its epoch-0 checkpoint
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "train.jsonl").write_text("".join(
+        json.dumps({"step": k, "epoch": k / 2, "time": 0, "loss/total": 99.0}) + "\n" for k in (1, 2, 3, 4)))
     at_start = {}
 
     def on_train_start(tr):
@@ -88,3 +103,9 @@ def test_resume_continues_epoch_optimizer_and_ema(interrupted, tmp_path):
     assert trainer.epoch == 1  # and it trained that last epoch
     lines = (tmp_path / "results.csv").read_text().splitlines()
     assert lines[-1].split(",")[0].strip() == "2"
+    steps = [json.loads(x)["step"] for x in (tmp_path / "logs" / "train.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]                      # 3, 4 of the killed run trimmed, then logged again
+    losses = [json.loads(x)["loss/total"] for x in (tmp_path / "logs" / "train.jsonl").read_text().splitlines()]
+    assert losses[:2] == [99.0, 99.0] and 99.0 not in losses[2:]
+    # the resumed run's own checkpoints are recorded: a second resume needs no trust
+    assert safe_ckpt.recorded(tmp_path / "weights" / "last.pt")["finished"] is True

@@ -15,7 +15,8 @@ CONTRACT = [
     "baseline-coco/metrics.json", "qat-w4a16-coco/metrics.json",
     *[f"{m}/{f}" for m in ("fp16", "qat-w4a16")
       for f in ("args.yaml", "config.json", "curves/loss.csv", "curves/loss.png", "weights/best.pt",
-                "weights/last.pt", "logs/train.jsonl", "logs/eval.jsonl")],
+                "weights/last.pt", "weights/best.safe.pt", "weights/last.safe.pt", "weights/checksums.json",
+                "logs/train.jsonl", "logs/eval.jsonl")],
 ]
 
 
@@ -27,6 +28,11 @@ def test_every_artifact_of_the_contract(smoke_run):
         cfg = json.loads((smoke_run / m / "config.json").read_text())
         assert cfg["seed"] == 0 and cfg["ultralytics_args"]["optimizer"] == "SGD"
         assert cfg["ultralytics_args"]["nms"] is False
+        # both final files are recorded as this run's own, stripped (finished) checkpoints
+        from yolov10_qat import safe_ckpt
+
+        for f in ("best.pt", "last.pt"):
+            assert safe_ckpt.recorded(smoke_run / m / "weights" / f)["finished"] is True
     onnx = sorted(p.name for p in (smoke_run / "onnx").glob("*.onnx"))
     assert onnx == ["yolov10n-baseline-128.onnx", "yolov10n-qat-w4-qcdq-128.onnx"]  # scheme in the file name
 

@@ -52,9 +52,19 @@ class SkipUnreadable:
         return len(self.dataset)
 
     def __getattr__(self, name: str) -> Any:  # set_epoch, records, ... of the wrapped dataset
-        if name.startswith("_") or name in ("dataset", "mode", "errors", "max_tries"):
+        if name.startswith("_") or name in _OWN:
             raise AttributeError(name)
+        if name == "collate_fn" and self.mode == "drop":   # loaders that read dataset.collate_fn
+            return drop_none(getattr(self.dataset, "collate_fn"))
         return getattr(self.dataset, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A trainer that sets a flag on "its" dataset (ultralytics: loader.dataset.mosaic = False when
+        # mosaic closes) must reach the wrapped one, or the flag would silently stay on.
+        if name.startswith("_") or name in _OWN or "dataset" not in self.__dict__ or not hasattr(self.dataset, name):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.dataset, name, value)
 
     @property
     def skipped(self) -> int:
@@ -88,10 +98,14 @@ class SkipUnreadable:
                            f"is the dataset readable? ({self._name(index)})")
 
 
-def drop_none(collate: Callable[[Sequence], Any]) -> Callable[[Sequence], Any]:
+class drop_none:  # noqa: N801 - used like a function; a class so spawned DataLoader workers can pickle it
     """A collate that first removes the ``None`` samples of ``SkipUnreadable(mode="drop")``."""
 
-    def wrapped(batch: Sequence):
-        return collate([b for b in batch if b is not None])
+    def __init__(self, collate: Callable[[Sequence], Any]):
+        self.collate = collate
 
-    return wrapped
+    def __call__(self, batch: Sequence):
+        return self.collate([b for b in batch if b is not None])
+
+
+_OWN = frozenset({"dataset", "mode", "errors", "max_tries"})

@@ -39,10 +39,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-train-images", type=int, help="train on the first N images only (dry run)")
     g.add_argument("--max-val-images", type=int, help="validate/evaluate on the first N val images only")
     g.add_argument("--providers", nargs="+", help="ONNX Runtime providers for the evaluation")
+    g.add_argument("--verify-images", action="store_true", default=None,
+                   help="decode every image once while preparing the data; unreadable ones are left out (counted)")
+    g.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow unpickling a weights/*.pt this run did not record writing (resume, export); "
+                        "a malicious .pt can run code: only for files you trust")
 
 
 _FIELDS = ("data", "coco_dir", "epochs", "imgsz", "batch", "model", "device", "seed", "amp", "workers", "scheme",
-           "max_train_images", "max_val_images")
+           "max_train_images", "max_val_images", "verify_images")
 
 
 def config_from_args(a: argparse.Namespace):
@@ -66,12 +71,16 @@ def open_or_create(a: argparse.Namespace, *, create: bool):
         # Everything but device/workers/providers is fixed by run.json; Run.open refuses changes to it.
         over = {k: getattr(a, k) for k in _FIELDS}
         over["providers"] = tuple(a.providers) if a.providers else None
-        return Run.open(root, **over)
+        run = Run.open(root, **over)
+        run.trust_checkpoint = a.trust_checkpoint
+        return run
     if a.resume:
         raise FileNotFoundError(f"--resume {a.resume}: no run.json there (not a yolov10-qat run root)")
     if not create:
         raise FileNotFoundError(f"--run-root {root}: no run.json there; run `fp16`/`qat-w4a16`/`run` first")
-    return Run.create(config_from_args(a))
+    run = Run.create(config_from_args(a))
+    run.trust_checkpoint = a.trust_checkpoint
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:

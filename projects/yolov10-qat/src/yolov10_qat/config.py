@@ -35,6 +35,10 @@ class RunConfig:
     synthetic_train: int = 16  # synthetic set size (only for data="synthetic")
     synthetic_val: int = 8
     synthetic_size: int = 128  # synthetic image side in pixels
+    # Decode every image once while preparing the data and leave the unreadable ones out (counted; minutes
+    # on COCO). Off: ultralytics' label cache drops images whose header is corrupt, and one that fails to
+    # decode during training is skipped and counted by SkipUnreadable.
+    verify_images: bool = False
 
     # ---- model ---- #
     model: str = "yolov10m.yaml"  # an ultralytics model YAML: always random init, never a .pt

@@ -71,7 +71,7 @@ def prepare_data(cfg, run_root: str | Path) -> RunData:
     Returns:
         A :class:`RunData`; also written to ``<run-root>/data/run_data.json`` so ``--resume`` reuses it.
     """
-    from yolo_common.data import read_coco, write_provenance, write_yolo
+    from yolo_common.data import read_coco, verify_images, write_provenance, write_yolo
 
     run_root = Path(run_root).resolve()
     data_dir = run_root / "data"
@@ -97,6 +97,8 @@ def prepare_data(cfg, run_root: str | Path) -> RunData:
         train = replace(train, records=train.records[:cfg.max_train_images])
     if cfg.max_val_images is not None:
         val = replace(val, records=val.records[:cfg.max_val_images])
+    if cfg.verify_images:
+        train, val = verify_images(train), verify_images(val)
     if not train.records or not val.records:
         raise ValueError(f"{coco_root}: empty split (train {len(train.records)}, val {len(val.records)} images)")
 

@@ -102,7 +102,7 @@ def onnx_name(kind: str, model_yaml: str, imgsz: int, scheme: str | None = None)
 
 
 def export_checkpoint(kind: str, weights: str | Path, out_path: str | Path, imgsz: int, class_names, *,
-                      opset: int = 17) -> Path:
+                      opset: int = 17, trust: bool = False) -> Path:
     """Load ``weights`` (``best.pt`` of either trainer), export it and stamp the evaluator metadata.
 
     Args:
@@ -112,6 +112,7 @@ def export_checkpoint(kind: str, weights: str | Path, out_path: str | Path, imgs
         imgsz: input size (static spatial dims; the batch dim is dynamic).
         class_names: the dataset's class names (index = model class).
         opset: ONNX opset.
+        trust: a ``weights`` without its ``.safe.pt`` may be unpickled (``--trust-checkpoint``).
     """
     from yolo_common.onnx_eval import write_model_metadata
     from yolo_common.preprocess import ULTRALYTICS
@@ -121,10 +122,10 @@ def export_checkpoint(kind: str, weights: str | Path, out_path: str | Path, imgs
 
     ultralytics_env()
     if kind == "baseline":
-        model, _ = load_float_checkpoint(weights)
+        model, _ = load_float_checkpoint(weights, trust=trust)
         path = export_float_onnx(prepare_for_export(model), out_path, imgsz, opset=opset)
     elif kind == "qat":
-        model, _ = load_qat_checkpoint(weights)
+        model, _ = load_qat_checkpoint(weights, trust=trust)
         path = export_qcdq_onnx(prepare_for_export(model), out_path, imgsz, opset=opset)
     else:
         raise ValueError(f"kind must be baseline or qat, got {kind!r}")

@@ -40,9 +40,11 @@ def _log(msg: str) -> None:
 class Run:
     """A run root: its config and the state of its steps."""
 
-    def __init__(self, root: str | Path, cfg: RunConfig):
+    def __init__(self, root: str | Path, cfg: RunConfig, *, trust_checkpoint: bool = False):
         self.root = Path(root).resolve()
         self.cfg = cfg
+        # --trust-checkpoint: a weights/*.pt this package did not record writing may be unpickled (warns)
+        self.trust_checkpoint = trust_checkpoint
 
     # ---- creation and loading ----
     @classmethod
@@ -82,9 +84,9 @@ class Run:
         return json.loads(self.state_path.read_text(encoding="utf-8")) if self.state_path.is_file() else {"steps": {}}
 
     def save_state(self, state: dict) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(self.state_path)
+        from yolo_common.checkpoint import atomic_write_json
+
+        atomic_write_json(self.state_path, state)
 
     def mark(self, step: str, **facts) -> None:
         st = self.state()
@@ -116,18 +118,19 @@ class Run:
             return best
         rd = self.data()
         last = folder / "weights" / "last.pt"
-        resume = last if last.is_file() and not _finished_checkpoint(last) else None
+        resume = last if last.is_file() and not _finished_checkpoint(last, self.trust_checkpoint) else None
         if last.is_file() and resume is None:
             _log(f"{kind}: {last} is a finished training; not training again")
         else:
             _log(f"{kind}: {'resuming from ' + str(resume) if resume else 'training from scratch'} -> {folder}")
-            trainer = build_trainer(kind, self.cfg, rd.dataset_yaml, folder, resume=resume)
+            trainer = build_trainer(kind, self.cfg, rd.dataset_yaml, folder, resume=resume,
+                                    trust=self.trust_checkpoint)
             trainer.train()
         facts = {}
         if kind == "qat":
             from .trainer import load_qat_checkpoint
 
-            _, ckpt = load_qat_checkpoint(best)
+            _, ckpt = load_qat_checkpoint(best, trust=self.trust_checkpoint)
             bits = ckpt["brevitas_qat"]["layers"]
             facts["qat_layers"] = {"total": len(bits), "w4": sum(b == 4 for b in bits.values()),
                                    "w8": sum(b == 8 for b in bits.values()), "scheme": self.cfg.scheme}
@@ -143,7 +146,7 @@ class Run:
             path = self.root / "onnx" / onnx_name(kind, self.cfg.model, self.cfg.imgsz, self.cfg.scheme)
             _log(f"export {kind} -> {path}")
             export_checkpoint(kind, self.root / folder / "weights" / "best.pt", path, self.cfg.imgsz,
-                              rd.class_names, opset=self.cfg.opset)
+                              rd.class_names, opset=self.cfg.opset, trust=self.trust_checkpoint)
             out[kind] = path
         counts = count_qcdq(out["qat"])
         self.mark("export", onnx={k: str(v) for k, v in out.items()}, qcdq=counts)
@@ -187,12 +190,22 @@ class Run:
         return path
 
 
-def _finished_checkpoint(path: Path) -> bool:
-    """True for a checkpoint ultralytics has stripped after the last epoch (``epoch == -1``, no optimizer)."""
-    from .trainer import _torch_load
+def _finished_checkpoint(path: Path, trust: bool = False) -> bool:
+    """True for a checkpoint ultralytics has stripped after the last epoch (``epoch == -1``, no optimizer).
 
+    Read from ``weights/checksums.json`` when the file is the one this package recorded; otherwise only
+    with ``trust`` (it means unpickling); an unknown file counts as unfinished, so the resume that follows
+    reports it (``UntrustedCheckpoint``, or ultralytics' own error for a torn file).
+    """
+    from . import safe_ckpt
+
+    entry = safe_ckpt.recorded(path)
+    if entry is not None:
+        return bool(entry.get("finished"))
+    if not trust:
+        return False
     try:
-        ckpt = _torch_load(path)
+        ckpt = safe_ckpt.load_pickle(path, trust=True)
     except Exception:  # a torn file: let ultralytics' resume report it properly
         return False
     return ckpt.get("epoch", -1) == -1 and ckpt.get("optimizer") is None
