@@ -66,6 +66,8 @@ def test_resume_continues_epoch_optimizer_and_ema(interrupted, tmp_path):
     (tmp_path / "weights").mkdir()
     last = tmp_path / "weights" / "last.pt"
     shutil.copy(interrupted["ckpt"], last)
+    stale = tmp_path / "weights" / ".last.pt.0123456789ab.tmp"   # what a kill mid-write leaves
+    stale.write_bytes(b"x" * 1000)
     # a copied-in .pt is not this run's own file: ultralytics' resume would unpickle it, so it is refused ...
     with pytest.raises(safe_ckpt.UntrustedCheckpoint, match="--trust-checkpoint"):
         build_trainer("qat", interrupted["cfg"], interrupted["rd"].dataset_yaml, tmp_path, resume=last)
@@ -107,5 +109,6 @@ def test_resume_continues_epoch_optimizer_and_ema(interrupted, tmp_path):
     assert steps == [1, 2, 3, 4]                      # 3, 4 of the killed run trimmed, then logged again
     losses = [json.loads(x)["loss/total"] for x in (tmp_path / "logs" / "train.jsonl").read_text().splitlines()]
     assert losses[:2] == [99.0, 99.0] and 99.0 not in losses[2:]
+    assert not stale.exists()
     # the resumed run's own checkpoints are recorded: a second resume needs no trust
     assert safe_ckpt.recorded(tmp_path / "weights" / "last.pt")["finished"] is True

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from yolo_common.checkpoint import atomic_write_json
+from yolo_common.checkpoint import atomic_write_json, sweep_stale_temps
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "meta.json"
@@ -62,6 +62,7 @@ def save_checkpoint(accelerator, run_dir: str | Path, epoch: int, meta: dict[str
         atomic_write_json(out / META_FILE, {"epoch": epoch, **meta})
         for stale in _partial_dirs(Path(run_dir), out):
             shutil.rmtree(stale, ignore_errors=True)
+        sweep_stale_temps(Path(run_dir) / "eval")     # a kill during an atomic metrics.json write
         if keep > 0:
             for old in checkpoint_dirs(run_dir)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)

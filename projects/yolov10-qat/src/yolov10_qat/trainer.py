@@ -172,6 +172,9 @@ def build_trainer(kind: str, cfg, dataset_yaml: str | Path, save_dir: str | Path
     from ._env import ultralytics_env
 
     save_dir = Path(save_dir).resolve()
+    from yolo_common.checkpoint import sweep_stale_temps
+
+    sweep_stale_temps(save_dir / "weights")   # temp files of writes a kill interrupted (one owner: us)
     ultralytics_env(save_dir.parent / ".ultralytics")
     overrides = trainer_overrides(cfg, dataset_yaml, save_dir)
     if resume is not None:
