@@ -54,6 +54,7 @@ EXPECTED_TASKS = [
     ("yolov1-paper", "yolov1-pretrain", "rtx5090"), ("yolov1-paper", "yolov1-detect", "rtx5090"),
     ("yolov1-paper", "yolov1-smoke", "cpu"), ("yolov1-paper", "bench-yolov1", "cpu"),
     ("yolov9001-hyper", "hyper-train", "rtx5090"), ("yolov9001-hyper", "hyper-smoke", "cpu"),
+    ("yolov9001-hyper", "hyper-smoke-dino", "cpu"),
     ("yolov9001-hyper", "bench-hyper", "cpu"), ("yolov9001-hyper", "test-yolov9001-hyper", "cpu"),
     ("yolov9001-hyper", "test-yolov9001-hyper", "default"), ("yolov9001-hyper", "bench-hyper", "rtx5090"),
 ]

@@ -57,11 +57,15 @@ def test_hypo_entry_without_colon():
         parse_hypo("lr0=0.1")
 
 
-def test_low_yaml_is_the_seed_verbatim_and_dino_stops_clearly():
+def test_low_yaml_is_the_seed_verbatim():
     data = yaml.safe_load((HYPS / "low.yaml").read_text())
     assert data["optimizer"]["SGD"]["lrf"] == 0.02 and data["assign_radius"] == 1.4 and data["dino"]["enabled"]
-    with pytest.raises(ConfigError, match="dino.enabled:false"):
-        get_config(hyp_path=HYPS / "low.yaml")
+    seed = get_config(hyp_path=HYPS / "low.yaml")
+    d = seed.dino
+    assert d.enabled and d.objfor02 and d.reg_weight_with_saliency and d.centroid_align and d.max_epochs == 12
+    assert (d.reg_weight_floor, d.reg_weight_power, d.centroid_weight, d.centroid_max_epochs) == (0.2, 2.0, 0.1, 6)
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        get_config(hyp_path=HYPS / "low.yaml", hyp={"dino.resolution": 500})
     cfg = get_config(hyp_path=HYPS / "low.yaml", hyp={"dino.enabled": "false"})
     # the optimizer block and decoupled LR normalise to flat keys
     assert (cfg.optimizer, cfg.lr0, cfg.lrf, cfg.warmup_bias_lr, cfg.backbone_lr_scale) == ("SGD", 0.01, 0.02, 0.1, 1.0)

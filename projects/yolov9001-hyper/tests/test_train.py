@@ -100,8 +100,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic, tmp_pat
     real = DetectionLoss.__call__
     calls = {"n": 0}
 
-    def poisoned(self, feats, targets, epoch=0):
-        loss, items = real(self, feats, targets, epoch)
+    def poisoned(self, feats, targets, epoch=0, dino=None):
+        loss, items = real(self, feats, targets, epoch, dino=dino)
         calls["n"] += 1
         return (loss * float("nan"), items) if epoch == 1 else (loss, items)
 
@@ -116,11 +116,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic, tmp_pat
 @pytest.mark.slow
 def test_two_process_ddp_gloo(synthetic, tmp_path):
     """torchrun --nproc_per_node 2 on the CPU: one run dir, one set of checkpoints, world size 2 recorded,
-    and each rank trained on its half of the data (steps per epoch halve)."""
+    and each rank trained on its half of the data (steps per epoch halve). The tiny DINOv3 teacher is on
+    (feature distillation + contrast), so the distillation head's hand-made gradient all-reduce runs too."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT="29617")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29617",
            str(PROJECT / "9001.py"), "train", "--data", str(synthetic["yolo"]), "--epochs", "1", *TINY,
-           "--hypo", HYPO, "--log-dir", str(tmp_path)]
+           "--hypo", HYPO + ",dino.enabled:true,dino.model_name:tiny-random,dino.resolution:64,"
+           "dino.feat_distill:true,dino.contrast:true", "--log-dir", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
@@ -130,6 +132,7 @@ def test_two_process_ddp_gloo(synthetic, tmp_path):
     assert ck["step"] == 2  # 16 images / (2 ranks x batch 4)
     lines = (run / "logs" / "train.jsonl").read_text().splitlines()
     assert len(lines) == 2  # rank 0 logs alone
+    assert "dino/feat" in json.loads(lines[0]) and ck["distill"]["feat_proj.weight"].isfinite().all()
 
 
 @pytest.mark.slow

@@ -13,6 +13,8 @@ The images are the synthetic set at ``--imgsz`` x 3/4 ``--imgsz`` (photo-like 4:
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import tempfile
 import time
@@ -80,6 +82,7 @@ def main(argv=None) -> dict:
         out["latency_ms"] = {"b1": latency_ms(model, x[:1], device), f"b{batch}": latency_ms(model, x, device)}
         print(f"[bench-hyper] train step @{timg} b{batch} eager: " +
               ", ".join(f"{k} {v:.1f} ms" for k, v in eager.items()))
+        out["dino"] = bench_dino(model, loss_fn, opt, loader, device, args, tcfg, timg, eager["total"])
         print(f"[bench-hyper] HCM share of the eval forward: {out['hcm_share_of_forward']:.1%}")
         if not args.no_compile:
             from .core.trainer import compile_model
@@ -96,6 +99,34 @@ def main(argv=None) -> dict:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1, default=float))
+    return out
+
+
+def bench_dino(model, loss_fn, opt, loader, device, args, tcfg, timg: int, base_ms: float) -> dict:
+    """Train step with the DINOv3 teacher (every_n 1; low.yaml's terms + feature distillation) over the step
+    without it. CPU: the tiny random teacher in fp32. CUDA: a random-init ViT-B/16 (the default teacher's
+    shape; timing does not depend on the weights, which are gated) in fp16, and int8 when torchao is there."""
+    from .core.distiller import Distiller
+
+    rows = [("tiny-random", "fp32")] if device.type != "cuda" else [("vitb16-random", "fp16"),
+                                                                  ("vitb16-random", "int8")]
+    out = {}
+    for name, quant in rows:
+        cfg = copy.deepcopy(tcfg)
+        cfg.dino = dataclasses.replace(cfg.dino, enabled=True, model_name=name, quant=quant, resolution=timg,
+                                       objfor02=True, reg_weight_with_saliency=True, centroid_align=True,
+                                       feat_distill=True)
+        try:
+            dist = Distiller(cfg, model, device)
+            ms = bench_train_step(model, DetectionLoss(model, cfg), opt, loader, device, args.steps, distiller=dist)
+            dist.close()
+        except Exception as e:  # e.g. int8 without torchao: report the row as skipped, keep the bench going
+            print(f"[bench-hyper] DINO {name} {quant}: skipped ({type(e).__name__}: {str(e)[:120]})")
+            out[f"{name}/{quant}"] = f"skipped: {type(e).__name__}"
+            continue
+        out[f"{name}/{quant}"] = {"ms": ms, "ratio_over_no_teacher": ms["total"] / base_ms}
+        print(f"[bench-hyper] train step with DINO teacher {name} ({quant}) @{timg}: {ms['total']:.1f} ms "
+              f"(teacher {ms['teacher']:.1f} ms) = {ms['total'] / base_ms:.2f}x the step without it")
     return out
 
 

@@ -131,6 +131,10 @@ def cmd_train(args, device, heavy, progress):
             raise SystemExit("error: train needs --data (a YOLO or COCO dataset root)")
         cfg = make_config(args)
         data = args.data
+        if cfg.dino.enabled:   # a gated teacher without a token stops here, before a run dir is claimed
+            from .core.distiller import teacher_width
+
+            teacher_width(cfg)
         run_dir = shared_run_dir(args, device, increment_run_dir)
     seed_everything(cfg.seed)
     log.info("run dir %s", run_dir)
@@ -236,12 +240,13 @@ def main(argv: list[str] | None = None):
 
     from .core.config import ConfigError
     from .core.trainer import NonFiniteLoss
+    from .utils.dino_teacher import DinoLoadError
 
     try:
         device = resolve_device(args.device)
         return {"train": cmd_train, "val": cmd_val, "detect": cmd_detect, "export": cmd_export,
                 "benchmark": cmd_benchmark}[args.mode](args, device, heavy, progress)
-    except (ConfigError, FileNotFoundError, ValueError, NonFiniteLoss) as e:
+    except (ConfigError, FileNotFoundError, ValueError, NonFiniteLoss, DinoLoadError) as e:
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise  # --log DEBUG: the full traceback
         raise SystemExit(f"error: {e}") from None

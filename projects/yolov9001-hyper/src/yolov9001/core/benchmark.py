@@ -77,25 +77,29 @@ def ultralytics_rate(data, split_name: str, cfg, n: int) -> tuple[float | None, 
         return pool.submit(_ultralytics_rate, str(img_dir), over, n).result(), ""
 
 
-def bench_train_step(model, loss_fn, optimizer, loader, device, steps: int = 5) -> dict:
-    """Mean ms per phase over ``steps`` steps (after one warm-up step)."""
+def bench_train_step(model, loss_fn, optimizer, loader, device, steps: int = 5, distiller=None) -> dict:
+    """Mean ms per phase over ``steps`` steps (after one warm-up step); with a ``core.distiller.Distiller``
+    the DINOv3 teacher runs every step (its time is the ``teacher`` phase) and the loss gets its terms."""
     model.train()
-    times = {k: 0.0 for k in ("data", "forward", "loss_assign", "backward", "optimizer")}
+    times = {k: 0.0 for k in ("data", "forward", "teacher", "loss_assign", "backward", "optimizer")}
     it = iter(loader)
     for s in range(steps + 1):
         t0 = time.perf_counter()
         try:
-            images, targets, _ = next(it)
+            images, targets, metas = next(it)
         except StopIteration:
             it = iter(loader)
-            images, targets, _ = next(it)
+            images, targets, metas = next(it)
         x = to_input(images, device)
         _sync(device)
         t1 = time.perf_counter()
         feats = model(x)
         _sync(device)
         t2 = time.perf_counter()
-        loss, _ = loss_fn(feats, targets)
+        dino = distiller.batch(x, [m["index"] for m in metas], 0, 0) if distiller is not None else None
+        _sync(device)
+        tt = time.perf_counter()
+        loss, _ = loss_fn(feats, targets, dino=dino) if dino is not None else loss_fn(feats, targets)
         _sync(device)
         t3 = time.perf_counter()
         loss.backward()
@@ -106,8 +110,8 @@ def bench_train_step(model, loss_fn, optimizer, loader, device, steps: int = 5) 
         _sync(device)
         t5 = time.perf_counter()
         if s:
-            for k, a, b in (("data", t0, t1), ("forward", t1, t2), ("loss_assign", t2, t3), ("backward", t3, t4),
-                            ("optimizer", t4, t5)):
+            for k, a, b in (("data", t0, t1), ("forward", t1, t2), ("teacher", t2, tt), ("loss_assign", tt, t3),
+                            ("backward", t3, t4), ("optimizer", t4, t5)):
                 times[k] += (b - a) * 1000 / steps
     times["total"] = sum(times.values())
     return times

@@ -44,26 +44,43 @@ CHOICES = {
 
 @dataclass
 class DinoConfig:
-    """DINOv3 teacher distillation (the DINOv3 issue; ``enabled: true`` stops until it lands)."""
+    """DINOv3 teacher distillation (``utils/dino_teacher``, ``utils/distill``, ``utils/loss``); every part is off
+    unless its switch is on. The seed's ``low.yaml`` block sets the first group as written."""
 
+    # ---- the teacher ----
     enabled: bool = False
-    model_name: str = "facebook/dinov3-vitb16-pretrain-lvd1689m"  # HF id or a local folder; gated: HF_TOKEN
-    hf_token: str | None = None
+    model_name: str = "facebook/dinov3-vitb16-pretrain-lvd1689m"  # HF id, a local folder, or tiny-random (tests)
+    hf_token: str | None = None      # else $HF_TOKEN; the facebook/dinov3-* repos are gated
     quant: str = "auto"              # int4|int8 (torchao weight-only), fp16|bf16|fp32; auto: bf16/fp16 CUDA, fp32 CPU
-    resolution: int = 512            # teacher input side (multiple of 16)
-    every_n: int = 1                 # run the teacher every n steps, reuse its outputs in between
-    max_epochs: int = 12             # unload the teacher after this many epochs
-    prewarm: bool = False            # build the teacher before the first step
-    objfor02: bool = False           # bias the assignment cost with the teacher's objectness prior
-    reg_weight_with_saliency: bool = False
+    resolution: int = 512            # teacher input side (multiple of 16); 640 gives the student's /16 grid at 640
+    every_n: int = 1                 # run the teacher every n steps; between, reuse only for the very same images
+    max_epochs: int = 12             # unload the teacher (and stop every DINO term) after this many epochs
+    prewarm: bool = False            # build and run the teacher once before the first step
+    # ---- assignment and box weights ----
+    objfor02: bool = False           # saliency prior in the assignment cost (SimOTA and TAL), no loss term
+    objfor02_weight: float = 1.0     # cost += weight * (1 - saliency at the anchor)
+    reg_weight_with_saliency: bool = False  # IoU/DFL weight per positive = max(floor, saliency^power), mean 1
     reg_weight_floor: float = 0.2
     reg_weight_power: float = 2.0
-    centroid_align: bool = False
+    centroid_align: bool = False     # pull predicted centres to the saliency centroid in the GT box (early epochs)
     centroid_weight: float = 0.1
     centroid_max_epochs: int = 6
-    cls_proto: bool = False          # prototype-based class soft targets
-    contrast: bool = False           # region contrastive term
-    bb_lr_gate: bool = False         # gate the backbone LR by the distill-loss share
+    # ---- extra signals ----
+    cls_proto: bool = False          # prototype-based soft class targets mixed into the BCE targets
+    cls_proto_weight: float = 0.3    # mix: t = (1 - w) t + w * quality * soft
+    cls_proto_temp: float = 0.1      # softmax temperature over cosine similarities
+    cls_proto_momentum: float = 0.99  # running mean of the prototypes
+    contrast: bool = False           # region contrastive term (InfoNCE, student GT-box features vs the teacher's)
+    contrast_weight: float = 0.1
+    contrast_temp: float = 0.1
+    feat_distill: bool = False       # stride-16 feature distillation (1x1 projection, cosine loss)
+    feat_weight: float = 1.0
+    # ---- backbone LR gate ----
+    bb_lr_gate: bool = False         # backbone LR x max(bb_lr_gate_min, 1 - share), share = EMA of DINO/total loss
+    bb_lr_gate_min: float = 0.5
+
+    def __getitem__(self, key: str) -> Any:   # cfg["dino"]["objfor02"], like a dict
+        return getattr(self, key)
 
 
 @dataclass
@@ -378,9 +395,13 @@ def get_config(cfg: dict | None = None, hyp: dict | None = None, hyp_path: str |
 
 def validate(cfg: YOLOConfig) -> None:
     """Cross-key checks, and keys whose feature has not landed yet (never silently ignored)."""
-    if cfg.dino.enabled:
-        raise ConfigError("dino.enabled is true, but DINOv3 distillation is not implemented in this version "
-                          "(it lands with the DINOv3 issue); turn it off with --hypo dino.enabled:false")
+    d = cfg.dino
+    if d.resolution <= 0 or d.resolution % 16:
+        raise ConfigError(f"dino.resolution must be a positive multiple of 16 (the ViT patch), got {d.resolution}")
+    if d.every_n < 1:
+        raise ConfigError(f"dino.every_n must be >= 1, got {d.every_n}")
+    if not 0.0 <= d.bb_lr_gate_min <= 1.0 or not 0.0 <= d.cls_proto_weight <= 1.0:
+        raise ConfigError("dino.bb_lr_gate_min and dino.cls_proto_weight must be in [0, 1]")
     for key in ("cuda_prefetch", "gpu_collate"):
         if getattr(cfg, key):
             raise ConfigError(f"{key} is true, but the device-side data pipeline is not implemented in this "

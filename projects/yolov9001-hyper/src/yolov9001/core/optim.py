@@ -113,7 +113,7 @@ def set_lr(optimizer: torch.optim.Optimizer, cfg, epoch: int, it: int, iters_per
                 g["momentum"] = cfg["warmup_momentum"] + (cfg["momentum"] - cfg["warmup_momentum"]) * ni / nw
         elif "momentum" in g:
             g["momentum"] = cfg["momentum"]
-        g["lr"] = lr
+        g["lr"] = lr * g.get("gate", 1.0)   # gate: dino.bb_lr_gate on the backbone groups (core/distiller)
     if ni < nw:
         base = target * ni / nw
     return base

@@ -82,6 +82,14 @@ class Trainer:
         self.global_batch = cfg.batch_size * self.world
         self.accumulate = max(round(cfg.nbs / self.global_batch), 1)
         self.optimizer = build_optimizer(self.model, cfg, cfg.batch_size, self.accumulate)
+        self.distiller = None
+        if cfg.dino.enabled:   # the teacher itself loads on the first step (or at prewarm)
+            from .distiller import Distiller
+
+            self.distiller = Distiller(cfg, self.model, device)
+            group = self.distiller.param_group(cfg, cfg["weight_decay"] * cfg.batch_size * self.accumulate / cfg.nbs)
+            if group is not None:
+                self.optimizer.add_param_group(group)
         self.scaler = grad_scaler(device, self.precision)
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.use_ema else None
         self.loss_fn = DetectionLoss(self.model, cfg)
@@ -104,6 +112,8 @@ class Trainer:
         return {"epoch": epoch, "step": self.step, "best_ap": self.best_ap,
                 "model": unwrap(self.model).state_dict(),
                 "ema": self.ema.state_dict() if self.ema else None,
+                # the student-side distillation head (projections, prototypes); never the teacher's weights
+                "distill": self.distiller.head.state_dict() if self.distiller and self.distiller.head else None,
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "config": self.cfg.to_dict(), "names": self.names, "data": self.data}
 
@@ -112,6 +122,8 @@ class Trainer:
         self.model.load_state_dict(ck["model"])
         if self.ema and ck.get("ema"):
             self.ema.load_state_dict(ck["ema"])
+        if self.distiller and self.distiller.head is not None and ck.get("distill"):
+            self.distiller.head.load_state_dict(ck["distill"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scaler.load_state_dict(ck["scaler"])
         self.start_epoch, self.step, self.best_ap = ck["epoch"] + 1, ck["step"], ck["best_ap"]
@@ -132,13 +144,15 @@ class Trainer:
                    disable=not (self.progress and self.rank == 0))
         self.optimizer.zero_grad(set_to_none=True)
         t_last = time.time()
-        for it, (images, targets, _) in enumerate(pbar):
+        for it, (images, targets, metas) in enumerate(pbar):
             t_data += time.time() - t_last
             lr = set_lr(self.optimizer, cfg, epoch, it, nb)
             x = to_input(images, self.device)
             with autocast(self.device, self.precision):
                 feats = model(x)
-            loss, items = self.loss_fn(feats, targets, epoch)
+            dino = (self.distiller.batch(x, [m["index"] for m in metas], epoch, self.step)
+                    if self.distiller else None)
+            loss, items = self.loss_fn(feats, targets, epoch, dino=dino)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"non-finite loss ({float(loss.detach())}) at epoch {epoch + 1}, iteration {it} "
                                     f"(step {self.step}): {items}. Checkpoints in {self.run_dir / 'checkpoints'} "
@@ -149,13 +163,17 @@ class Trainer:
                 self._optimizer_step()
             loss_value = float(loss.detach()) / len(images)
             seen += len(images)
-            for k in ("box", "cls", "dfl", "l1"):
-                totals[k] = totals.get(k, 0.0) + items[k]
+            dino_log = {}
+            if self.distiller:
+                dino_log = {k: v for k, v in items.items() if k.startswith("dino/")}
+                dino_log.update(self.distiller.after_step(items, loss_value, self.optimizer))
+            for k, v in {**{k: items[k] for k in ("box", "cls", "dfl", "l1")}, **dino_log}.items():
+                totals[k] = totals.get(k, 0.0) + v
             edge = unwrap(self.model).mean_hyperedge_size()
             if self.rank == 0:
                 self.logger.log_train(self.step, epoch + it / nb, loss=loss_value, lr=lr,
                                       **{f"loss/{k}": items[k] for k in ("box", "cls", "dfl", "l1")},
-                                      num_fg=items["num_fg"], hyperedge_size=edge)
+                                      num_fg=items["num_fg"], hyperedge_size=edge, **dino_log)
                 pbar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{seen / (time.time() - t0):.1f}",
                                  edge=f"{edge:.1f}" if edge is not None else "-")
                 if self.heavy and it == 0:
@@ -169,6 +187,13 @@ class Trainer:
         return out
 
     def _optimizer_step(self) -> None:
+        if self.world > 1 and self.distiller and self.distiller.head is not None:
+            # the head is outside DDP: average its gradients by hand so every rank keeps the same head
+            from yolo_common.distributed import all_reduce_mean
+
+            for p in self.distiller.head.parameters():
+                if p.grad is not None:
+                    p.grad.copy_(all_reduce_mean(p.grad))
         self.scaler.unscale_(self.optimizer)
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -193,8 +218,16 @@ class Trainer:
     def train(self) -> dict:
         cfg = self.cfg
         result: dict = {}
+        if self.distiller and cfg.dino.prewarm and self.distiller.active(self.start_epoch):
+            self.distiller.prewarm()
         for epoch in range(self.start_epoch, cfg.epochs):
             stats = self.train_one_epoch(epoch)
+            if self.distiller:
+                self.distiller.end_epoch(epoch)
+                if self.rank == 0 and any(k.startswith("dino/") for k in stats):
+                    share = {k: round(v, 4) for k, v in stats.items() if k.startswith("dino/") and k != "dino/share"}
+                    log.info("epoch %d DINO (means per step): %s; share of the loss %.3f", epoch + 1, share,
+                             stats.get("dino/share", 0.0))
             metrics = None
             last = epoch + 1 == cfg.epochs
             if self.rank == 0 and ((epoch + 1) % cfg.val_interval == 0 or last):
@@ -214,6 +247,8 @@ class Trainer:
             if self.rank == 0:
                 self.ckpt.save(self.state(epoch), epoch=epoch, metric=None if metrics is None else metrics["AP"])
             barrier()
+        if self.distiller:
+            self.distiller.close()
         if self.rank == 0:
             self.logger.close()
             result["best_ap"] = self.best_ap

@@ -3,6 +3,11 @@
 Both take predictions for one batch and GTs padded to M per image and return, per anchor:
 ``fg`` [B, A] bool, ``gt_idx`` [B, A] (index into the image's GTs, valid where fg), ``target_scores``
 [B, A, nc] (soft one-hot: the IoU-aware quality of the match) and ``target_boxes`` [B, A, 4] xyxy pixels.
+
+``prior`` (optional, [B, A] in [0, 1]: the DINOv3 teacher's saliency at each anchor, ``dino.objfor02``) adds
+``prior_weight * (1 - prior)`` to the matching cost: SimOTA adds it to its cost matrix; TAL, whose cost is
+``-log(align)``, multiplies ``align`` by ``exp(-prior_weight * (1 - prior))``. A salient anchor is cheaper to
+match; no loss term is added.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ def _gather(gt_boxes, gt_labels, gt_idx, fg, scores, nc):
 @torch.no_grad()
 def tal_assign(pred_scores: torch.Tensor, pred_boxes: torch.Tensor, anchor_px: torch.Tensor,
                gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor,
-               topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9) -> Assignment:
+               topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9,
+               prior: torch.Tensor | None = None, prior_weight: float = 1.0) -> Assignment:
     """Task-aligned assignment (TOOD; ultralytics' ``TaskAlignedAssigner`` rules).
 
     align = score[gt class]^alpha * CIoU^beta over anchors whose centre lies inside the GT; each GT takes its
@@ -59,6 +65,8 @@ def tal_assign(pred_scores: torch.Tensor, pred_boxes: torch.Tensor, anchor_px: t
     overlaps[bi, gi, ai] = paired_iou(gt_boxes[bi, gi], pred_boxes[bi, ai], "ciou").clamp_min(0)
     cls_score = pred_scores.gather(2, gt_labels.clamp_min(0)[:, None, :].expand(bsz, a, m)).transpose(1, 2)
     align = cls_score.pow(alpha) * overlaps.pow(beta) * in_gt
+    if prior is not None:
+        align = align * torch.exp(-prior_weight * (1 - prior.float()))[:, None, :]
     k = min(topk, a)
     top = align.topk(k, dim=-1).indices                                            # [B, M, k]
     mask_topk = torch.zeros_like(align, dtype=torch.bool).scatter_(-1, top, True)
@@ -80,7 +88,8 @@ def tal_assign(pred_scores: torch.Tensor, pred_boxes: torch.Tensor, anchor_px: t
 @torch.no_grad()
 def simota_assign(pred_scores: torch.Tensor, pred_boxes: torch.Tensor, anchor_px: torch.Tensor,
                   stride_px: torch.Tensor, gt_labels: torch.Tensor, gt_boxes: torch.Tensor, gt_mask: torch.Tensor,
-                  radius: float = 1.5, lambda_iou: float = 3.0, topq: int = 10) -> Assignment:
+                  radius: float = 1.5, lambda_iou: float = 3.0, topq: int = 10,
+                  prior: torch.Tensor | None = None, prior_weight: float = 1.0) -> Assignment:
     """SimOTA (YOLOX; its HEAD's geometry rule) per image.
 
     Candidates: anchors whose centre is within ``radius * stride`` of the GT centre. Cost = BCE(class score,
@@ -112,6 +121,8 @@ def simota_assign(pred_scores: torch.Tensor, pred_boxes: torch.Tensor, anchor_px
         cls_cost = F.binary_cross_entropy(ps[None].expand(g, -1, -1), onehot[:, None].expand(-1, ci.numel(), -1),
                                           reduction="none").sum(-1)
         cost = cls_cost + lambda_iou * -torch.log(iou + 1e-8) + 1e6 * (~near[:, ci])
+        if prior is not None:
+            cost = cost + prior_weight * (1 - prior[b, ci].float())[None]
         k = min(topq, ci.numel())
         dynamic_k = iou.topk(k, dim=1).values.sum(1).int().clamp_min(1)
         match = torch.zeros_like(cost, dtype=torch.bool)
