@@ -194,3 +194,16 @@ def test_read_image_rgb(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(OSError):
         read_image(tmp_path / "bad.jpg")
+
+
+def test_read_image_turns_any_decoder_failure_into_oserror(tmp_path, monkeypatch):
+    """ultralytics (imported by another project in the same process) patches PIL.Image.open; for an
+    unidentified file it tries to install pi-heif and can raise ModuleNotFoundError. Still an OSError."""
+    from PIL import Image as PILImage
+
+    def patched_open(*a, **k):
+        raise ModuleNotFoundError("No module named 'pi_heif'")
+
+    monkeypatch.setattr(PILImage, "open", patched_open)
+    with pytest.raises(OSError, match=r"x\.jpg.*ModuleNotFoundError"):
+        read_image(tmp_path / "x.jpg")

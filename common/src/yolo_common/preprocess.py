@@ -222,11 +222,20 @@ def read_image(path: str | Path) -> np.ndarray:
     and boxes in the stored pixel grid, and rotating would silently misalign them.
 
     Raises:
-        OSError: the file is missing or not a decodable image.
+        OSError: the file is missing or not a decodable image. Decoders raise more than OSError for broken
+            files (SyntaxError, ValueError; and once ultralytics is imported anywhere in the process, its
+            patched ``Image.open`` answers an unidentified file by trying to install pi-heif, which can end
+            in ModuleNotFoundError): every one of them becomes an OSError naming the file, so
+            ``SkipUnreadable`` counts it instead of the epoch dying.
     """
-    with Image.open(path) as im:
-        if im.mode != "RGB":
-            im = im.convert("RGB")
-        else:
-            im.load()
-        return np.asarray(im)
+    try:
+        with Image.open(path) as im:
+            if im.mode != "RGB":
+                im = im.convert("RGB")
+            else:
+                im.load()
+            return np.asarray(im)
+    except OSError:
+        raise
+    except Exception as e:
+        raise OSError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e

@@ -99,11 +99,17 @@ def test_pretrain_resume_continues_the_run(tmp_path):
     # those records are trimmed, the resumed run logs them again, so each step appears once
     with open(first["run_dir"] / "logs" / "train.jsonl", "a") as f:
         f.write('{"step": 3, "epoch": 1.5, "time": 0}\n{"step": 4, "epoch": 2.0, "time": 0}\n{"st')
+    import time
+
     from torch.utils.tensorboard import SummaryWriter
 
+    # TensorBoard orders event files by the creation second in their names: the killed run's file must
+    # sort after the first run's, and the resumed run's after it, as they would in real time
+    time.sleep(1.1)
     with SummaryWriter(str(first["run_dir"] / "tb")) as w:   # the killed process's TensorBoard events
         for step in (3, 4):
             w.add_scalar("train/loss", 99.0, step)
+    time.sleep(1.1)
     pretrain_train.main([*common, "run_name=a", "epochs=2", f"resume_from={first['run_dir']}"])
     steps = [json.loads(x)["step"] for x in (first["run_dir"] / "logs" / "train.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]

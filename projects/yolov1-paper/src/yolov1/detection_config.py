@@ -45,6 +45,9 @@ class DetectionConfig:
     lambda_coord: float = 5.0
     lambda_noobj: float = 0.5
     rescore: bool = True  # confidence target = IoU of the responsible box (False: 1)
+    # All-zero IoUs (every object at initialisation): "darknet" = the smallest-RMSE predictor is responsible
+    # (the authors' code); "iou" = the first one, which starves predictor 1 for the whole run (see loss.py).
+    responsibility: str = "darknet"
 
     # ---- optimisation: warm-up 1e-3 -> 1e-2, then 1e-2 / 1e-3 / 1e-4 for 75 / 30 / 30 epochs ---- #
     epochs: int = 135
@@ -90,3 +93,5 @@ class DetectionConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.responsibility not in ("darknet", "iou"):
+            raise ValueError(f"responsibility must be darknet or iou, got {self.responsibility!r}")

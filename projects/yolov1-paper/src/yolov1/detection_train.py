@@ -13,6 +13,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+import torch
+
 from yolo_common.checkpoint import atomic_write_json
 
 from .augment import DetectionTransform
@@ -22,7 +24,7 @@ from .engine import build_optimizer, detection_step, evaluate_detection, train_o
 from .loss import build_loss
 from .model import build_detector
 from .overrides import apply_overrides
-from .training import make_loader, run_training, schedule_from
+from .training import make_loader, run_training, schedule_from, start_epoch
 from .voc import VOCDetection, collate, read_voc_parts
 
 METRIC_KEYS = ("voc07_mAP", "voc_mAP", "coco_AP", "coco_AP50", "coco_AP75", "val_loss")
@@ -58,7 +60,7 @@ def _train(cfg: DetectionConfig, accelerator, run, run_dir, seed: int) -> dict:
     else:
         accelerator.print("no backbone= given: the backbone starts from random init (the paper pretrains it)")
     criterion = build_loss(cfg.S, cfg.B, C, lambda_coord=cfg.lambda_coord, lambda_noobj=cfg.lambda_noobj,
-                           rescore=cfg.rescore)
+                           rescore=cfg.rescore, responsibility=cfg.responsibility)
     optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
     train_loader = make_loader(train_ds, cfg.batch_size, train=True, num_workers=cfg.num_workers, seed=seed,
                                collate_fn=collate)
@@ -67,29 +69,35 @@ def _train(cfg: DetectionConfig, accelerator, run, run_dir, seed: int) -> dict:
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     schedule = schedule_from(cfg)
 
-    start_epoch, step = 0, 0
+    first_epoch, step = 0, 0
     if cfg.resume_from:
         ckpt = resolve_checkpoint(cfg.resume_from)
         accelerator.load_state(str(ckpt))
         meta = read_meta(ckpt)
-        start_epoch, step = int(meta.get("epoch", -1)) + 1, int(meta.get("step", 0))
-        accelerator.print(f"resumed from {ckpt} at epoch {start_epoch}")
+        first_epoch, step = int(meta.get("epoch", -1)) + 1, int(meta.get("step", 0))
+        accelerator.print(f"resumed from {ckpt} at epoch {first_epoch}")
 
     step_fn = detection_step(criterion)
     metrics: dict = {}
-    for epoch in range(start_epoch, cfg.epochs):
-        train_ds.set_epoch(epoch)
+    for epoch in range(first_epoch, cfg.epochs):
+        start_epoch(train_loader, epoch)   # new augmentation draws and shuffle, also in workers and resumed runs
         stats, step = train_one_epoch(model, step_fn, optimizer, train_loader, accelerator, schedule, epoch,
                                       run=run, global_step=step, grad_clip_norm=cfg.grad_clip_norm,
                                       max_batches=cfg.max_train_batches, log_every=cfg.log_every)
+        shares = " / ".join(f"{stats[f'resp_share_{j}']:.1%}" for j in range(cfg.B) if f"resp_share_{j}" in stats)
+        accelerator.print(f"epoch {epoch}: objects per predictor {shares} ({cfg.responsibility} rule); "
+                          f"{stats.get('dropped_per_image', 0.0):.3f} objects per image dropped (> B in a cell)")
         if train_loader.dataset.skipped:
             accelerator.print(f"epoch {epoch}: {train_loader.dataset.summary()} so far (process "
                               f"{accelerator.process_index}; replaced by the next image)")
         last = epoch == cfg.epochs - 1
         if last or (epoch + 1) % cfg.eval_every == 0:
-            metrics = evaluate_detection(model, val_loader, accelerator, val_split, B=cfg.B, criterion=criterion,
-                                         conf_threshold=cfg.conf_threshold, nms_iou=cfg.nms_iou,
-                                         max_detections=cfg.max_detections)
+            # fork_rng: evaluating must not move the training RNG stream (the eval loader's workers draw a
+            # seed from it), or a run resumed after an eval epoch would see other dropout masks
+            with torch.random.fork_rng():
+                metrics = evaluate_detection(model, val_loader, accelerator, val_split, B=cfg.B, criterion=criterion,
+                                             conf_threshold=cfg.conf_threshold, nms_iou=cfg.nms_iou,
+                                             max_detections=cfg.max_detections)
             if accelerator.is_main_process:
                 run.log_eval(step, epoch + 1, **{k: metrics[k] for k in METRIC_KEYS if k in metrics},
                              train_loss=stats.get("loss"))

@@ -124,8 +124,13 @@ def detection_step(criterion):
     def step(model, batch):
         images, targets, _ = batch
         out = criterion(model(images), targets)
-        return out.total, {"loss": out.total.detach(), "loss_coord": out.coord, "loss_obj": out.obj,
-                           "loss_noobj": out.noobj, "loss_cls": out.cls, "mean_iou": out.mean_iou}
+        scalars = {"loss": out.total.detach(), "loss_coord": out.coord, "loss_obj": out.obj,
+                   "loss_noobj": out.noobj, "loss_cls": out.cls, "mean_iou": out.mean_iou,
+                   # objects beyond B in one cell, which no predictor can represent (per image, this batch)
+                   "dropped_per_image": targets["dropped"].float().mean()}
+        if out.resp_share is not None:
+            scalars.update({f"resp_share_{j}": v for j, v in enumerate(out.resp_share)})
+        return out.total, scalars
 
     return step
 

@@ -157,6 +157,10 @@ class ImageFolderDataset(Dataset):
     def __init__(self, split: ClassificationSplit, transform) -> None:
         self.split = split
         self.transform = transform
+        self.epoch = 0   # read by training.WorkerSeeder: the random transforms are seeded per epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.split)

@@ -7,9 +7,14 @@
   + sum_i 1obj_i sum_c (p(c) - p^(c))^2         class error only in cells that hold an object
 
 - **Responsibility**: in a cell, an object's responsible predictor is the one whose current box has the
-  highest IoU with it. Exactly one per object: ``argmax`` takes the first on ties (at initialisation all
-  IoUs are often 0, and ``ious == max`` would make *both* predictors responsible). With two objects in
-  one cell (see ``targets``), the larger picks first and the second takes the best remaining predictor.
+  highest IoU with it. Exactly one per object. With two objects in one cell (see ``targets``), the larger
+  picks first and the second takes the best remaining predictor. When *every* free predictor has IoU 0
+  with the object (all of them at initialisation) the paper says nothing:
+  ``responsibility="iou"`` lets ``argmax`` take the first (predictor 0 then wins almost every object for
+  the whole run and the second predictor never learns boxes: 94-99.8 % to predictor 0, measured);
+  ``responsibility="darknet"`` (the default) is the authors' code (``detection_layer.c``): the predictor
+  with the smallest box RMSE (x, y, w, h in image units) is responsible. ``resp_share`` reports the
+  fraction of objects each predictor took.
 - **noobj**: every non-responsible predictor, including the second predictor of an object cell, is
   pushed to confidence 0 (weighted 0.5). The starting code used the cell's objectness as that
   predictor's target, pushing it to 1.
@@ -41,6 +46,7 @@ class LossOutput:
     noobj: torch.Tensor
     cls: torch.Tensor
     mean_iou: torch.Tensor  # mean IoU of responsible predictors (a training diagnostic)
+    resp_share: torch.Tensor | None = None  # (B,) fraction of this batch's objects each predictor answers for
 
     def as_dict(self) -> dict[str, float]:
         return {"loss": float(self.total.detach()), "loss_coord": float(self.coord), "loss_obj": float(self.obj),
@@ -54,11 +60,15 @@ class YoloLoss(nn.Module):
         S, B, C: grid, predictors per cell, classes.
         lambda_coord, lambda_noobj: 5 and 0.5 in the paper.
         rescore: confidence target = IoU (paper) or 1.
+        responsibility: ``"darknet"`` (all-zero IoUs: smallest RMSE) or ``"iou"`` (first predictor).
     """
 
     def __init__(self, S: int = 7, B: int = 2, C: int = 20, *, lambda_coord: float = 5.0,
-                 lambda_noobj: float = 0.5, rescore: bool = True) -> None:
+                 lambda_noobj: float = 0.5, rescore: bool = True, responsibility: str = "darknet") -> None:
         super().__init__()
+        if responsibility not in ("darknet", "iou"):
+            raise ValueError(f"responsibility must be 'darknet' or 'iou', got {responsibility!r}")
+        self.responsibility = responsibility
         self.S, self.B, self.C = S, B, C
         self.lambda_coord = lambda_coord
         self.lambda_noobj = lambda_noobj
@@ -75,9 +85,15 @@ class YoloLoss(nn.Module):
         assign = torch.zeros_like(ious, dtype=torch.bool)
         taken = torch.zeros_like(slots)  # (N,S,S,Bp)
         for k in range(slots.shape[-1]):
-            # Taken predictors get -1 (< any IoU, which is >= 0); argmax then picks the first free
-            # predictor with the highest IoU, so ties resolve to the lowest index, one winner only.
-            score = ious[..., k].masked_fill(taken, -1.0)
+            # Taken predictors get -inf; argmax then picks the free predictor with the highest IoU (ties:
+            # the lowest index, one winner only). Darknet: where no free predictor overlaps the object,
+            # the score is -RMSE instead, so the closest box wins.
+            score = ious[..., k]
+            if self.responsibility == "darknet":
+                rmse = ((pred_boxes - gt_boxes[..., k : k + 1, :]) ** 2).sum(-1).sqrt()     # (N,S,S,Bp)
+                none = (score.masked_fill(taken, 0.0) <= 0).all(-1, keepdim=True)
+                score = torch.where(none, -rmse, score)
+            score = score.masked_fill(taken, float("-inf"))
             j = score.argmax(dim=-1, keepdim=True)
             pick = torch.zeros_like(taken).scatter_(-1, j, True) & slots[..., k : k + 1]
             assign[..., k] = pick
@@ -126,14 +142,17 @@ class YoloLoss(nn.Module):
         n_resp = r.sum()
         mean_iou = (iou.sum() / n_resp) if n_resp > 0 else torch.zeros((), device=pred.device)
         total = coord_l + obj_l + noobj_l + cls_l
+        per_pred = r.sum((0, 1, 2))                                  # objects each predictor answers for
+        share = per_pred / n_resp.clamp(min=1)
         return LossOutput(total, coord_l.detach(), obj_l.detach(), noobj_l.detach(), cls_l.detach(),
-                          mean_iou.detach())
+                          mean_iou.detach(), share.detach())
 
 
 def build_loss(S: int = 7, B: int = 2, C: int = 20, *, lambda_coord: float = 5.0, lambda_noobj: float = 0.5,
-               rescore: bool = True) -> YoloLoss:
-    """The paper's loss; defaults are the paper's weights."""
-    return YoloLoss(S, B, C, lambda_coord=lambda_coord, lambda_noobj=lambda_noobj, rescore=rescore)
+               rescore: bool = True, responsibility: str = "darknet") -> YoloLoss:
+    """The paper's loss; defaults are the paper's weights and Darknet's tie rule."""
+    return YoloLoss(S, B, C, lambda_coord=lambda_coord, lambda_noobj=lambda_noobj, rescore=rescore,
+                    responsibility=responsibility)
 
 
 def encode_prediction(S: int, B: int, C: int, cells: dict) -> torch.Tensor:

@@ -15,13 +15,15 @@ import json
 import sys
 from collections.abc import Sequence
 
+import torch
+
 from .checkpoints import read_meta, resolve_checkpoint, save_checkpoint
 from .engine import build_optimizer, classification_step, evaluate_classification, train_one_epoch
 from .imagenet100 import ImageFolderDataset, classification_transform, read_imagenet100
 from .model import build_classifier
 from .overrides import apply_overrides
 from .pretrain_config import PretrainConfig
-from .training import make_loader, run_training, schedule_from
+from .training import make_loader, run_training, schedule_from, start_epoch
 
 
 def train(cfg: PretrainConfig) -> dict:
@@ -49,18 +51,19 @@ def _train(cfg: PretrainConfig, accelerator, run, run_dir, seed: int) -> dict:
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     schedule = schedule_from(cfg)
 
-    start_epoch, step = 0, 0
+    first_epoch, step = 0, 0
     if cfg.resume_from:
         ckpt = resolve_checkpoint(cfg.resume_from)
         meta = read_meta(ckpt)
         if meta.get("classes", {}).get("wnids") not in (None, classes["wnids"]):
             raise ValueError(f"{ckpt} was trained with another class order than {cfg.data_root}/Labels.json")
         accelerator.load_state(str(ckpt))
-        start_epoch, step = int(meta.get("epoch", -1)) + 1, int(meta.get("step", 0))
-        accelerator.print(f"resumed from {ckpt} at epoch {start_epoch}")
+        first_epoch, step = int(meta.get("epoch", -1)) + 1, int(meta.get("step", 0))
+        accelerator.print(f"resumed from {ckpt} at epoch {first_epoch}")
 
     metrics: dict = {}
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(first_epoch, cfg.epochs):
+        start_epoch(train_loader, epoch)   # per-epoch shuffle and worker seeds (same in a resumed run)
         stats, step = train_one_epoch(model, classification_step, optimizer, train_loader, accelerator, schedule,
                                       epoch, run=run, global_step=step, grad_clip_norm=cfg.grad_clip_norm,
                                       max_batches=cfg.max_train_batches, log_every=cfg.log_every)
@@ -69,7 +72,8 @@ def _train(cfg: PretrainConfig, accelerator, run, run_dir, seed: int) -> dict:
                               f"{accelerator.process_index}; replaced by the next image)")
         last = epoch == cfg.epochs - 1
         if last or (epoch + 1) % cfg.eval_every == 0:
-            metrics = evaluate_classification(model, val_loader, accelerator)
+            with torch.random.fork_rng():   # evaluation leaves the training RNG stream alone (resume)
+                metrics = evaluate_classification(model, val_loader, accelerator)
             run.log_eval(step, epoch + 1, **metrics, train_loss=stats.get("loss"))
             accelerator.print(f"epoch {epoch}: train loss {stats.get('loss', float('nan')):.4f}, "
                               f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}")

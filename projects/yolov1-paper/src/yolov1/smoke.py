@@ -60,7 +60,7 @@ def write_crops_imagenet(voc_root: Path, out: Path, *, size: int = 64, margin: f
 
 def run_smoke(out: str | Path = "runs/smoke", *, num_train: int = 480, num_val: int = 32, pre_epochs: int = 4,
               det_epochs: int = 15, S: int = 4, hidden: int = 256, batch_size: int = 16, seed: int = 0,
-              num_workers: int = 0, max_train_batches: int = 0) -> dict:
+              num_workers: int = 0, max_train_batches: int = 0, responsibility: str = "darknet") -> dict:
     """Runs the three stages; returns the metrics and paths (also written to ``<out>/smoke.json``)."""
     from yolo_common.synthetic import make_synthetic
 
@@ -89,7 +89,8 @@ def run_smoke(out: str | Path = "runs/smoke", *, num_train: int = 480, num_val: 
     det = detection_train.main([f"data_root={voc}", "train_split=2012:train", "val_split=2012:val",
                                 f"output_dir={out}", "run_name=detect", f"S={S}", f"hidden={hidden}",
                                 f"epochs={det_epochs}", f"lr_milestones={75 * m:.2f},{105 * m:.2f}",
-                                f"eval_every={max(1, det_epochs // 3)}", f"backbone={backbone}", *common])
+                                f"eval_every={max(1, det_epochs // 3)}", f"backbone={backbone}",
+                                f"responsibility={responsibility}", *common])
     result = {
         "pretrain": {k: pre["metrics"].get(k) for k in ("top1", "top5", "val_loss")},
         "detect": {k: det["metrics"].get(k) for k in detection_train.METRIC_KEYS},
@@ -117,9 +118,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--det-epochs", type=int, default=15)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--responsibility", choices=("darknet", "iou"), default="darknet",
+                    help="tie rule when no predictor overlaps an object (see loss.py)")
     a = ap.parse_args(argv)
     r = run_smoke(a.out, num_train=a.num_train, num_val=a.num_val, pre_epochs=a.pre_epochs, det_epochs=a.det_epochs,
-                  batch_size=a.batch_size, seed=a.seed)
+                  batch_size=a.batch_size, seed=a.seed, responsibility=a.responsibility)
     print(f"\nsmoke done in {r['total_s']:.0f} s ({a.out}/smoke.json)")
     print(f"pretrain: top-1 {r['pretrain']['top1']:.3f}, top-5 {r['pretrain']['top5']:.3f}")
     d = r["detect"]

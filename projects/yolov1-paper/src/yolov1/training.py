@@ -85,24 +85,87 @@ def schedule_from(cfg) -> StepSchedule:
                         milestones=tuple(float(m) for m in cfg.lr_milestones), gamma=cfg.lr_gamma)
 
 
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """A permutation that is a function of (seed, epoch) only, so a resumed run draws the same order at
+    epoch E as a run that never stopped (a generator seeded once and consumed epoch after epoch cannot:
+    its state after E epochs is not in any checkpoint). ``set_epoch`` is called by accelerate's prepared
+    loader (``loader.set_epoch``), also through its multi-process ``BatchSamplerShard``."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+class WorkerSeeder:
+    """``worker_init_fn``: seeds torch/numpy/random in each loader worker from (seed, epoch, worker id), so
+    random transforms that use the global RNGs (torchvision's, in pretraining) are the same in a resumed
+    run. Picklable (a class, not a closure) for spawned workers."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def __call__(self, worker_id: int) -> None:
+        import random
+
+        import numpy as np
+
+        info = torch.utils.data.get_worker_info()
+        epoch = int(getattr(info.dataset, "epoch", 0)) if info is not None else 0
+        s = (self.seed * 1_000_003 + epoch * 1_009 + worker_id) % 2**32
+        torch.manual_seed(s)
+        np.random.seed(s)
+        random.seed(s)
+
+
 def make_loader(dataset, batch_size: int, *, train: bool, num_workers: int, seed: int, collate_fn=None) -> DataLoader:
-    """A DataLoader with seeded shuffling; ``drop_last`` in training (a 1-image last batch is all noise).
+    """A DataLoader; in training: per-epoch shuffling (``EpochShuffleSampler``), ``drop_last`` (a 1-image last
+    batch is all noise) and workers re-created every epoch.
+
+    Why not persistent workers in training: a persistent worker keeps the dataset copy it was started with,
+    so ``set_epoch`` never reaches it and every image gets the same augmentation draw for the whole run.
+    Re-forking costs one worker start-up per epoch (a fraction of a second each, against minutes of VOC).
 
     The dataset goes in ``SkipUnreadable`` (its loads raise ``UnreadableImage`` for a file that does
     not decode): training takes the next readable image, evaluation gets the dataset's
     ``placeholder`` (one sample per index, so accelerate's ``gather_for_metrics`` still trims the
     padding of a multi-process last batch correctly; the placeholder is scored as "no detections").
-    ``loader.dataset.skipped`` counts them over all workers.
+    ``loader.dataset.skipped`` counts them over all workers. Call :func:`start_epoch` before each epoch.
     """
     from yolo_common.data import SkipUnreadable
 
-    g = torch.Generator()
-    g.manual_seed(seed)
     workers = max(0, int(num_workers))
     dataset = SkipUnreadable(dataset, mode="replace" if train else "placeholder")
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
-                      num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-                      collate_fn=collate_fn, generator=g)
+    return DataLoader(dataset, batch_size=batch_size, sampler=EpochShuffleSampler(len(dataset), seed) if train else None,
+                      drop_last=train and len(dataset) > batch_size, num_workers=workers,
+                      persistent_workers=workers > 0 and not train, pin_memory=torch.cuda.is_available(),
+                      collate_fn=collate_fn, worker_init_fn=WorkerSeeder(seed) if train and workers else None)
+
+
+def start_epoch(loader, epoch: int) -> None:
+    """What every training epoch needs before its first batch: the epoch on the dataset (the main-process
+    copy the workers are forked from) and on the loader itself.
+
+    The prepared loader's own counter matters: accelerate's ``DataLoaderShard.__iter__`` calls
+    ``set_epoch(self.iteration)`` on the sampler (or, without one, the dataset) and only advances it
+    when a pass runs to the end, so it restarts at 0 in a resumed process and never moves when
+    ``max_train_batches`` cuts an epoch short. Setting it to our epoch makes both cases right.
+    """
+    dataset = loader.dataset
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    if hasattr(loader, "set_epoch"):      # accelerate's prepared loader
+        loader.set_epoch(epoch)
+    elif hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
 
 
 def wandb_kwargs(cfg, run_dir: Path) -> dict:
