@@ -128,3 +128,17 @@ def test_bad_inputs_raise():
         voc_map(GT3, DETS5 + [det(1, [0, 0, 1, 1], 0.1, cat=5)], class_names=["thing"])
     with pytest.raises(ValueError, match="duplicate image_id"):
         voc_map(GT3 + [rec(1, [])], DETS5)
+
+
+def test_legacy_devkit_thresholds_miss_a_recall_of_exactly_three_tenths():
+    """py-faster-rcnn's np.arange(0, 1.1, 0.1) gives 0.30000000000000004: a recall of exactly 3/10 no longer
+    reaches "0.3", so the best precision there comes from later (worse) points. Hand-computed both ways."""
+    # 10 positives; ranks: TP TP TP (recall .3 at precision 1) then FP FP, then TP (recall .4, precision 4/6)
+    recall = np.array([0.1, 0.2, 0.3, 0.3, 0.3, 0.4])
+    precision = np.array([1.0, 1.0, 1.0, 0.75, 0.6, 4 / 6])
+    exact = voc_ap(recall, precision, use_07_metric=True)
+    legacy = voc_ap(recall, precision, use_07_metric=True, legacy_devkit=True)
+    assert exact == pytest.approx((4 * 1.0 + 4 / 6) / 11)         # t = 0 .. .3 reach precision 1, t = .4: 4/6
+    assert legacy == pytest.approx((3 * 1.0 + 2 * 4 / 6) / 11)    # "0.3" only sees the recall-.4 point
+    # all-point AP does not use thresholds: unchanged
+    assert voc_ap(recall, precision, legacy_devkit=True) == voc_ap(recall, precision)

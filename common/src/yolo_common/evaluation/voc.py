@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
-def voc_ap(recall, precision, *, use_07_metric: bool = False) -> float:
+def voc_ap(recall, precision, *, use_07_metric: bool = False, legacy_devkit: bool = False) -> float:
     """Area under one class's precision/recall curve, the VOC way.
 
     Args:
@@ -31,6 +31,9 @@ def voc_ap(recall, precision, *, use_07_metric: bool = False) -> float:
         use_07_metric: VOC2007's 11-point interpolation, the mean over t in {0, 0.1, ..., 1} of the
             best precision at recall >= t. Otherwise VOC2010+: the exact area under the monotone
             (right-to-left running max) precision envelope, summed where recall changes.
+        legacy_devkit: the 11-point thresholds exactly as py-faster-rcnn's ``voc_eval`` computes them
+            (``np.arange(0, 1.1, 0.1)``, whose 0.30000000000000004 and 0.7000000000000001 miss a recall of
+            exactly 3/10 or 7/10), to reproduce numbers published with that code.
 
     Returns:
         AP in [0, 1]; 0.0 for empty input.
@@ -46,7 +49,7 @@ def voc_ap(recall, precision, *, use_07_metric: bool = False) -> float:
         # exactly 3/10 would miss its own threshold. Division rounds correctly, so tp/npos == k/10 as
         # reals means equal doubles.
         ap = 0.0
-        for t in np.arange(11) / 10.0:
+        for t in (np.arange(0.0, 1.1, 0.1) if legacy_devkit else np.arange(11) / 10.0):
             above = prec[rec >= t]
             ap += float(above.max()) if above.size else 0.0
         return ap / 11.0
@@ -86,6 +89,7 @@ def voc_map(
     iou_threshold: float = 0.5,
     use_07_metric: bool = False,
     class_names: Sequence[str] | Mapping[int, str] | None = None,
+    legacy_devkit: bool = False,
 ) -> dict:
     """PASCAL VOC mAP over a set of images (rules in the module docstring).
 
@@ -99,6 +103,8 @@ def voc_map(
         class_names: the classes to evaluate and what to call them: a list indexed by category id
             (VOC's ``VOC_CLASSES``), a ``{category_id: name}`` dict, or None for every category id
             seen in GT or detections, named by ``str(id)``.
+        legacy_devkit: py-faster-rcnn's ``voc_eval`` tie order (``np.argsort(-scores)``, numpy's default
+            unstable sort, instead of the stable mergesort) and its 11-point thresholds (see ``voc_ap``).
 
     Returns:
         ``{"mAP": float, "per_class": {name: AP}, "num_gt": {name: int}}``. ``num_gt`` counts
@@ -153,7 +159,7 @@ def voc_map(
             continue
         idx = by_cat.get(c, [])
         scores = np.array([float(detections[i]["score"]) for i in idx], np.float64)
-        order = np.argsort(-scores, kind="mergesort")
+        order = np.argsort(-scores) if legacy_devkit else np.argsort(-scores, kind="mergesort")
         taken = {}  # image_id -> bool array of matched GT, made on first use
         tp = np.zeros(len(order), bool)
         keep = np.ones(len(order), bool)  # False = matched a difficult box: dropped from the curve
@@ -180,7 +186,7 @@ def voc_map(
         cfp = np.cumsum(~tp)
         recall = ctp / num_gt[name]
         precision = ctp / np.maximum(ctp + cfp, 1)
-        per_class[name] = voc_ap(recall, precision, use_07_metric=use_07_metric)
+        per_class[name] = voc_ap(recall, precision, use_07_metric=use_07_metric, legacy_devkit=legacy_devkit)
 
     valid = [v for v in per_class.values() if not math.isnan(v)]
     return {

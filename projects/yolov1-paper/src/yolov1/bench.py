@@ -1,4 +1,5 @@
-"""Training throughput of the paper network at 448: eager vs ``torch.compile``, as a ratio.
+"""Inference FPS (batch 1, next to the paper's 45 FPS) and training throughput of the paper network at 448:
+eager vs ``torch.compile``, as a ratio.
 
     python -m yolov1.bench                     # CPU: batch 1, 1 warm-up + 2 timed steps per mode (minutes)
     python -m yolov1.bench --batch 64 --steps 20 --device cuda
@@ -14,6 +15,7 @@ eager number is still printed with the error, and the exit status stays 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import time
@@ -72,6 +74,36 @@ def measure(model, criterion, x, t, steps: int, warmup: int, device) -> dict:
     return {"images_per_s": steps * len(x) / dt, "step_s": dt / steps, "warmup_s": t_warm, "loss": float(loss.detach())}
 
 
+PAPER_FPS = 45.0   # the paper's YOLOv1 at 448 on a Titan X (Table 1)
+
+
+@torch.no_grad()
+def inference_fps(model, size: int, device, steps: int) -> dict:
+    """Batch-1 forward passes per second at ``size`` (fp32; fp16 and bf16 autocast on CUDA), with the ratio
+    to the paper's 45 FPS. The model is put back in train mode afterwards."""
+    x = torch.rand(1, 3, size, size, device=device)
+    dtypes = [("fp32", None)] + ([("fp16", torch.float16), ("bf16", torch.bfloat16)] if device.type == "cuda" else [])
+    out = {}
+    model.eval()
+    try:
+        for name, dt in dtypes:
+            ctx = torch.autocast(device.type, dtype=dt) if dt is not None else contextlib.nullcontext()
+            with ctx:
+                model(x)   # warm-up (cuDNN autotune, allocator)
+                _sync(device)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    model(x)
+                _sync(device)
+            fps = steps / (time.perf_counter() - t0)
+            out[name] = {"fps": fps, "ratio_to_paper_45fps": fps / PAPER_FPS}
+            print(f"inference {size}px batch 1 {name}: {fps:.2f} FPS = {fps / PAPER_FPS:.3f}x the paper's "
+                  f"{PAPER_FPS:.0f} FPS (Titan X)")
+    finally:
+        model.train()
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m yolov1.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -81,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--S", type=int, default=7)
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--hidden", type=int, default=4096)
+    ap.add_argument("--infer-steps", type=int, default=None, help="timed batch-1 forwards (default 3 CPU, 50 GPU)")
     ap.add_argument("--json", default=None, help="also write the result here")
     a = ap.parse_args(argv)
     from yolo_common.device import resolve_device
@@ -97,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"YOLOv1 {64 * a.S}px, width {a.width}, batch {batch}, {steps} timed steps on {device} "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads)")
     res = {"device": str(device), "batch": batch, "steps": steps, "input": 64 * a.S, "torch": torch.__version__}
+    res["inference"] = inference_fps(eager, 64 * a.S, device, a.infer_steps or (3 if on_cpu else 50))
     compiled_src = copy.deepcopy(eager)  # same weights for both modes
     res["eager"] = measure(eager, criterion, x, t, steps, a.warmup, device)
     print(f"eager:    {res['eager']['images_per_s']:.3f} images/s ({res['eager']['step_s']:.2f} s/step)")

@@ -164,7 +164,7 @@ def evaluate_classification(model, loader, accelerator) -> dict[str, float]:
 
 @torch.inference_mode()
 def evaluate_detection(model, loader, accelerator, split, *, B: int, criterion=None, conf_threshold: float = 0.005,
-                       nms_iou: float = 0.5, max_detections: int = 100) -> dict:
+                       nms_iou: float = 0.5, max_detections: int = 100, legacy_devkit: bool = False) -> dict:
     """Decode + NMS every image of ``loader``, then VOC (07 11-point, all-point) and COCO mAP.
 
     Args:
@@ -207,7 +207,7 @@ def evaluate_detection(model, loader, accelerator, split, *, B: int, criterion=N
     if not accelerator.is_main_process:
         return {}
     detections = [d for img in per_image for d in img]
-    metrics = detection_metrics(split, detections)
+    metrics = detection_metrics(split, detections, legacy_devkit=legacy_devkit)
     if criterion is not None:
         metrics["val_loss"] = loss_sum / max(n_images, 1)
     metrics["num_images"] = len(per_image)

@@ -60,8 +60,28 @@ def write_crops_imagenet(voc_root: Path, out: Path, *, size: int = 64, margin: f
 
 def run_smoke(out: str | Path = "runs/smoke", *, num_train: int = 480, num_val: int = 32, pre_epochs: int = 4,
               det_epochs: int = 15, S: int = 4, hidden: int = 256, batch_size: int = 16, seed: int = 0,
-              num_workers: int = 0, max_train_batches: int = 0, responsibility: str = "darknet") -> dict:
-    """Runs the three stages; returns the metrics and paths (also written to ``<out>/smoke.json``)."""
+              num_workers: int = 0, max_train_batches: int = 0, responsibility: str = "darknet",
+              threads: int = 1) -> dict:
+    """Runs the three stages; returns the metrics and paths (also written to ``<out>/smoke.json``).
+
+    ``threads`` fixes torch's intra-op thread count for the run (restored afterwards): the float sums of a
+    conv or matmul are split by thread, so their bits, and after hundreds of steps the mAP, depend on it
+    (0.0057 with 2 threads vs 0.0081 with 1 was measured). A fixed count makes the numbers reproducible.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        return _run_smoke(out, num_train=num_train, num_val=num_val, pre_epochs=pre_epochs, det_epochs=det_epochs,
+                          S=S, hidden=hidden, batch_size=batch_size, seed=seed, num_workers=num_workers,
+                          max_train_batches=max_train_batches, responsibility=responsibility, threads=threads)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_smoke(out, *, num_train, num_val, pre_epochs, det_epochs, S, hidden, batch_size, seed, num_workers,
+               max_train_batches, responsibility, threads) -> dict:
     from yolo_common.synthetic import make_synthetic
 
     from . import detection_train, pretrain_train
@@ -97,7 +117,8 @@ def run_smoke(out: str | Path = "runs/smoke", *, num_train: int = 480, num_val: 
         "backbone": str(backbone), "pretrain_run": str(pre["run_dir"]), "detect_run": str(det["run_dir"]),
         "data_s": round(t_data, 1), "total_s": round(time.perf_counter() - t0, 1),
         "settings": {"num_train": num_train, "num_val": num_val, "pre_epochs": pre_epochs, "det_epochs": det_epochs,
-                     "S": S, "hidden": hidden, "batch_size": batch_size, "seed": seed, **SMOKE_MODEL},
+                     "S": S, "hidden": hidden, "batch_size": batch_size, "seed": seed, "threads": threads,
+                     "responsibility": responsibility, **SMOKE_MODEL},
     }
     (out / "smoke.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
     return result
@@ -118,11 +139,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--det-epochs", type=int, default=15)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (fixed: results depend on it)")
     ap.add_argument("--responsibility", choices=("darknet", "iou"), default="darknet",
                     help="tie rule when no predictor overlaps an object (see loss.py)")
     a = ap.parse_args(argv)
     r = run_smoke(a.out, num_train=a.num_train, num_val=a.num_val, pre_epochs=a.pre_epochs, det_epochs=a.det_epochs,
-                  batch_size=a.batch_size, seed=a.seed, responsibility=a.responsibility)
+                  batch_size=a.batch_size, seed=a.seed, responsibility=a.responsibility, threads=a.threads)
     print(f"\nsmoke done in {r['total_s']:.0f} s ({a.out}/smoke.json)")
     print(f"pretrain: top-1 {r['pretrain']['top1']:.3f}, top-5 {r['pretrain']['top5']:.3f}")
     d = r["detect"]

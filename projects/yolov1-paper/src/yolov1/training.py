@@ -60,6 +60,10 @@ def run_training(cfg, body: Callable[..., T], **config_extra: Any) -> T:
 
     cfg.validate()
     accelerator = build_accelerator(cfg.cpu, cfg.mixed_precision)
+    # Said at start-up because `accelerate launch --cpu --num_processes 2` quietly starts ONE process
+    # (accelerate's simple launcher); two CPU processes need `--multi_gpu --num_processes 2` (gloo).
+    accelerator.print(f"{accelerator.num_processes} process(es), {accelerator.distributed_type.value}, "
+                      f"device {accelerator.device}")
     try:
         seed = seed_everything(cfg.seed)
         run_dir = run_directory(accelerator, cfg.output_dir, cfg.run_name)
