@@ -5,7 +5,8 @@
 TARGET gets the project's files at its top, ``common/`` next to them, and:
 
 - the project's ``pyproject.toml`` with its ``[tool.uv.sources]`` path to common rewritten to ``common``,
-  so ``uv run --extra test pytest`` (or ``python3 tasks/run.py test``) works in the copy;
+  so ``uv run --extra test pytest`` (or ``python3 tasks/run.py test``) works in the copy; a
+  ``requirements.txt`` (pip's ``-r`` line) gets its ``-e`` path to common rewritten to ``./common``;
 - a standalone ``pixi.toml``: the root workspace's hardware features, the project's own feature (paths and
   ``cwd`` rewritten) and a ``test`` task, with only the environments that carry the project;
 - ``tasks/run.py`` (the no-pixi runner) and ``STANDALONE.md`` with the commands;
@@ -44,6 +45,17 @@ def _rewrite_sources(text: str, project_dir: Path) -> str:
         return f'{m.group(1)}"common"' if target == (REPO / "common").resolve() else m.group(0)
 
     return re.sub(r'(path\s*=\s*)"([^"]+)"', fix, text)
+
+
+def _rewrite_requirements(text: str, project_dir: Path) -> str:
+    """``-e <path to the repo's common>`` lines -> ``-e ./common``; every other line unchanged."""
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"^(\s*-e\s+)(\S+)(.*)$", line)
+        if m and not m.group(2).startswith(".[") and (project_dir / m.group(2)).resolve() == (REPO / "common").resolve():
+            line = f"{m.group(1)}./common{m.group(3)}"
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def _rel_to_project(value: str, project_rel: str) -> str:
@@ -129,6 +141,9 @@ def export(project: str | Path, target: Path, *, force: bool = False) -> Path:
 
     pyproject = target / "pyproject.toml"
     pyproject.write_text(_rewrite_sources(pyproject.read_text(), src))
+    requirements = target / "requirements.txt"
+    if requirements.is_file():   # pip's install line (yolos-bf16accum's seed): its common path moves too
+        requirements.write_text(_rewrite_requirements(requirements.read_text(), src))
     try:
         project_rel = src.relative_to(REPO).as_posix()
     except ValueError:

@@ -47,6 +47,26 @@ def test_standalone_manifest_is_valid(copy):
     assert str(REPO) not in (copy / "pixi.toml").read_text() + (copy / "pyproject.toml").read_text()
 
 
+def test_requirements_txt_installs_in_the_copy(copy):
+    """A project with a pip requirements file (yolos-bf16accum: the seed says `pip install -r requirements.txt`)
+    keeps it working standalone: the common path points at the copy's common/ and the file resolves."""
+    req = copy / "requirements.txt"
+    if not req.is_file():
+        pytest.skip(f"{copy.name} has no requirements.txt")
+    lines = [x for x in req.read_text().splitlines() if x.strip().startswith("-e")]
+    assert "-e ./common" in lines and str(REPO) not in req.read_text()
+    import shutil
+
+    uv = shutil.which("uv") or str(REPO / ".uv-bootstrap" / "bin" / "uv")
+    # resolve (no install) from inside the copy, as pip would read the paths: against PyPI and the copy
+    out = subprocess.run([uv, "pip", "compile", "requirements.txt", "--quiet", "--no-header", "-o", "resolved.txt",
+                          "--python-version", f"{sys.version_info.major}.{sys.version_info.minor}"],
+                         cwd=copy, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    resolved = (copy / "resolved.txt").read_text()
+    assert "transformers==" in resolved and "yolo-common" in resolved.lower().replace("_", "-")
+
+
 def test_refuses_paths_outside_the_copy():
     with pytest.raises(ValueError, match="outside"):
         export_project._rel_to_project("projects/other/x", "projects/mine")

@@ -75,3 +75,15 @@ def test_bad_schedule_arguments():
         args = dict(entries=entries, total_steps=10, num_blocks=4, ramp_mode="blocks", blocks_per_stage=1) | kwargs
         with pytest.raises(ValueError):
             ProgressiveSchedule(**args)
+
+
+def test_a_schedule_that_collapses_warns():
+    """4 steps: the seed's four groups and their stages cannot start on different steps; say so."""
+    import warnings
+
+    seed = parse_schedule("attn@0.2,mlp@0.4,qkv@0.6,head@0.8")
+    with pytest.warns(RuntimeWarning, match="collapses with 4 steps"):
+        ProgressiveSchedule(seed, 4, 12, "blocks", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ProgressiveSchedule(seed, 1000, 12, "blocks", 2)   # a real run: no warning

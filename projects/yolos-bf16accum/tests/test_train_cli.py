@@ -92,3 +92,47 @@ def test_unreadable_images_are_counted_not_fatal(tmp_path):
                                 coco_dir=str(root), num_train_epochs=1, verify_images=True))
     assert (verified["train_images"], verified["eval_images"]) == (6, 3)
     assert verified["unreadable_train_images"] == verified["unreadable_eval_images"] == 0
+
+
+@pytest.mark.parametrize("offline_env", [True, False])
+def test_unloadable_model_is_an_error_line_at_once(tmp_path, monkeypatch, offline_env):
+    """No network: HF_HUB_OFFLINE, or the 2 s probe says the hub is unreachable -> cache only, so the error
+    comes at once (not after ~50 s of hub retries) and as the CLI's `error:` line, not a traceback."""
+    import time
+
+    from yolos_bf16accum import model as model_mod
+    from yolos_bf16accum.cli import main
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    if offline_env:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(model_mod, "hub_reachable", lambda *a, **k: False)   # never touch the network here
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    t0 = time.time()
+    with pytest.raises(SystemExit, match="error: cannot load YOLOS model 'hustvl/yolos-tiny'") as e:
+        main(["--dataset", "synthetic", "--output_dir", str(tmp_path / "run"), "--model", "hustvl/yolos-tiny",
+              "--max_train_samples", "4", "--max_eval_samples", "2", "--num_workers", "0", "--device", "cpu",
+              "--precision", "fp32"])
+    assert time.time() - t0 < 30
+    assert ("HF_HUB_OFFLINE is set" if offline_env else "unreachable") in str(e.value)
+
+
+def test_logged_lr_is_the_lr_the_step_used(tmp_path):
+    """train.jsonl's lr at step 1 is the scheduler's value for step 0 (it used to log the next step's)."""
+    import torch
+
+    from yolos_bf16accum.config import smoke_config
+    from yolos_bf16accum.train import build_lr_scheduler, run
+
+    cfg = smoke_config("baseline", output_dir=str(tmp_path / "run"), num_train_epochs=1, synthetic_train=8,
+                       synthetic_val=4, log_every_steps=1)
+    summary = run(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "logs" / "train.jsonl").read_text().splitlines()]
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.learning_rate)
+    sched = build_lr_scheduler(opt, summary["total_steps"], cfg.warmup_ratio)
+    expected = []
+    for _ in rows:
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert [r["lr"] for r in rows] == pytest.approx(expected)

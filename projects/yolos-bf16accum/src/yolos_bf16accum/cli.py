@@ -105,7 +105,12 @@ def main(argv: Sequence[str] | None = None, regime: str = "baseline") -> dict:
         import torch
 
         torch.set_num_threads(cfg.num_threads)  # the CLI owns this process; recorded in config.json
-    summary = run(cfg)
+    from yolos_bf16accum.model import ModelLoadError
+
+    try:
+        summary = run(cfg)
+    except ModelLoadError as e:   # a missing model is a usage error, not a crash: no traceback
+        raise SystemExit(f"error: {e}") from None
     final = summary["final"]
     print(f"[{regime}] final AP {final['AP']:.4f} AP50 {final['AP50']:.4f} eval loss {final['loss']:.4f} "
           f"after {summary['final_step']} steps -> {cfg.output_dir}/metrics_summary.json")

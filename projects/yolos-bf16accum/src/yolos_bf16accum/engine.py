@@ -76,6 +76,7 @@ def train_one_epoch(model, optimizer, lr_scheduler, data_loader, device, state: 
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
         scaler.step(optimizer)
         scaler.update()
+        lr = optimizer.param_groups[0]["lr"]   # the LR this step used (read before the scheduler moves it)
         lr_scheduler.step()
 
         terms = {"loss": float(loss.detach())} | {k: float(v.detach()) for k, v in out.loss_dict.items()}
@@ -86,7 +87,6 @@ def train_one_epoch(model, optimizer, lr_scheduler, data_loader, device, state: 
         if logger is not None and (state.step % log_every == 0 or state.step == 1):
             elapsed = time.time() - t0
             eta = elapsed / (i + 1) * (steps_this_epoch - i - 1)
-            lr = optimizer.param_groups[0]["lr"]
             logger.log_train(state.step, state.epoch + (i + 1) / max(steps_this_epoch, 1), lr=lr,
                              grad_norm=grad_norm, **terms)
             log.info("epoch %d step %d/%d loss %.4f lr %.2e (%.2f s/it, epoch ETA %.0f s)", state.epoch,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from yolos_bf16accum.config import TrainConfig
 
 
@@ -39,19 +41,38 @@ def build_model(cfg: TrainConfig, num_labels: int, id2label: dict[int, str]):
     if cfg.model_config == "tiny-random":
         return YolosForObjectDetection(tiny_yolos_config(num_labels, cfg.image_size, id2label))
     kwargs = {}
+    # No network: the hub client retries for ~50 s before giving up. Probe once (2 s) and read only the
+    # local cache when the hub is unreachable, so the error comes at once and says why.
+    offline = bool(os.environ.get("HF_HUB_OFFLINE")) or (not os.path.isdir(cfg.model) and not hub_reachable())
     try:
         from transformers import AutoConfig
 
-        hub_cfg = AutoConfig.from_pretrained(cfg.model)
+        hub_cfg = AutoConfig.from_pretrained(cfg.model, local_files_only=offline)
         if hub_cfg.num_labels != num_labels:
             # New head for a new label space (CPPE-5, synthetic); the pretrained COCO head is kept
             # when the label space is COCO's own 91 ids.
             kwargs = dict(num_labels=num_labels, id2label=id2label,
                           label2id={v: k for k, v in id2label.items()}, ignore_mismatched_sizes=True)
-        return YolosForObjectDetection.from_pretrained(cfg.model, **kwargs)
-    except OSError as e:
-        raise RuntimeError(
-            f"cannot load YOLOS model {cfg.model!r}: it is not a local directory and could not be fetched "
-            f"(offline, HF_HUB_OFFLINE=1, or not in the HF cache). Pass --model /path/to/yolos-tiny "
-            f"(a from_pretrained directory) or --model_config tiny-random for a random-init model. "
-            f"Cause: {type(e).__name__}: {e}") from e
+        return YolosForObjectDetection.from_pretrained(cfg.model, local_files_only=offline, **kwargs)
+    except (OSError, ValueError) as e:
+        why = ("the hub is unreachable (no network?)" if offline and not os.environ.get("HF_HUB_OFFLINE")
+               else "HF_HUB_OFFLINE is set" if offline else "it could not be fetched")
+        raise ModelLoadError(
+            f"cannot load YOLOS model {cfg.model!r}: it is not a local directory, {why}, and it is not in the "
+            f"HF cache. Pass --model /path/to/yolos-tiny (a from_pretrained directory) or --model_config "
+            f"tiny-random for a random-init model. Cause: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be loaded; the CLI prints the message as an ``error:`` line (no traceback)."""
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    """One TCP connect to the hub (HTTPS port); False on any failure within ``timeout`` seconds."""
+    import socket
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False

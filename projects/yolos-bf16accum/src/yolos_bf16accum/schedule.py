@@ -11,6 +11,7 @@ by the end of training **every** block is patched (upstream stopped at stages x 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,6 +94,15 @@ class ProgressiveSchedule:
             n = math.ceil(num_blocks / blocks_per_stage)
             left = total_steps - start
             self.stage_starts[e.group] = [start + (i * left) // n for i in range(n)]
+        collapsed = {g: len(st) - len(set(st)) for g, st in self.stage_starts.items() if len(set(st)) < len(st)}
+        starts = [e_starts[0] for e_starts in self.stage_starts.values()]
+        if collapsed or (len(entries) > 1 and len(set(starts)) < len(starts)):
+            # e.g. a 4-step smoke run: several stages (or groups) start on the same step, so the
+            # "progressive" ramp is a switch; the run is still valid, but it is not the ramp asked for
+            warnings.warn(f"the progressive schedule collapses with {total_steps} steps: "
+                          f"{'stages that start on the same step per group: ' + str(collapsed) + '; ' if collapsed else ''}"
+                          f"group start steps {dict(zip(self.stage_starts, starts))}. Train longer for a real ramp.",
+                          RuntimeWarning, stacklevel=2)
 
     def blocks_at(self, group: str, step: int) -> tuple[int, ...]:
         """Blocks of ``group`` patched at ``step`` (empty before the group starts)."""
