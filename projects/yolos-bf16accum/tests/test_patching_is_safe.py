@@ -98,3 +98,43 @@ def test_patch_refuses_bad_arguments(kwargs, match):
         patch_linear(lin, **kwargs)
     assert type(lin) is nn.Linear            # a refused patch leaves the module as it was
     assert type(unpatch_linear(patch_linear(lin, accum_chunk=16))) is nn.Linear
+
+
+def test_attention_patch_really_runs_bf16acc_attention_inside_the_model(tiny_model, tiny_batch):
+    """Only block 0's attention core patched: the logits differ from SDPA, and that block's attention
+    output equals a hand call of bf16acc_attention on the same q/k/v (a fall-back to SDPA fails both)."""
+    import torch
+
+    from yolos_bf16accum.patching import encoder_blocks, install_attention_function, set_attention
+    from yolos_bf16accum.ste import bf16acc_attention
+
+    pixels, _ = tiny_batch
+    model = tiny_model.eval()
+    install_attention_function(model)
+    attn = encoder_blocks(model)[0].attention.attention
+    seen = {}
+
+    def keep(name):
+        def hook(module, inputs, output):
+            seen[name] = output.detach()
+        return hook
+
+    hooks = [getattr(attn, n).register_forward_hook(keep(n)) for n in ("query", "key", "value")]
+    hooks.append(attn.register_forward_hook(lambda m, i, o: seen.__setitem__("context", o[0].detach())))
+    try:
+        with torch.no_grad():
+            sdpa_logits = model(pixel_values=pixels).logits
+            sdpa_context = seen["context"]
+            set_attention(attn, 1, "emulation")
+            patched_logits = model(pixel_values=pixels).logits
+    finally:
+        for h in hooks:
+            h.remove()
+        set_attention(attn, None)
+    assert not torch.equal(patched_logits, sdpa_logits)
+    b, s, _ = seen["query"].shape
+    heads, d = attn.num_attention_heads, attn.attention_head_size
+    q, k, v = (seen[n].view(b, s, heads, d).transpose(1, 2) for n in ("query", "key", "value"))
+    manual = bf16acc_attention(q, k, v, attn.scaling, 1, "emulation").transpose(1, 2).reshape(b, s, heads * d)
+    assert torch.equal(seen["context"], manual.to(seen["context"].dtype))
+    assert not torch.equal(seen["context"], sdpa_context)
