@@ -3,7 +3,13 @@
 What "bf16 accumulation" means here (the reference every kernel in this package is held to):
 
 * Operands are rounded to bf16 (round to nearest, ties to even: RNE) and widened back to fp32. A product
-  of two bf16 numbers (8 significant bits each) is exact in fp32, so products never round.
+  of two bf16 numbers (8 significant bits each) is exact in fp32, so products never round, **as long as
+  it lies in fp32's normal range**: 2^-126 <= |a_k b_k| < 2^128, or exactly 0. Outside it (bf16 shares
+  fp32's exponent range, so two extreme operands can multiply past it) the product overflows or becomes
+  an fp32 subnormal, and the bits then depend on whether the backend fuses multiply and add (CPU
+  ``addcmul_`` on AVX2/AVX-512 does, ``ATEN_CPU_CAPABILITY=default`` does not; the CUDA kernel contracts to
+  FMA). Bit identity between emulation and kernel is claimed, and tested, inside that range only; a
+  layer's activations and weights sit about 2^±100 inside it.
 * The reduction over K runs in **k order**. A chunk partial sum ``c`` starts at 0 and takes the products
   of ``accum_chunk`` consecutive k in fp32 (``c = c + a_k * b_k``); at the end of every chunk the running
   sum is updated as ``s = RNE_bf16(s + c)`` (the fp32 add rounds first, then the result is rounded to
