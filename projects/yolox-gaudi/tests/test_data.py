@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from yolox_gaudi.config import get_exp
-from yolox_gaudi.data import MAX_LABELS, MAX_LABELS_MOSAIC, CocoSource, EvalDataset, TrainDataset, load_coco_split
+from yolox_gaudi.data import CocoSource, EvalDataset, TrainDataset, load_coco_split
 from yolox_gaudi.engine import multiscale_size
 
 
@@ -22,7 +22,7 @@ def test_samples(source, mosaic):
     img, t, idx = ds[5]
     assert img.shape == (3, 128, 128) and img.dtype == torch.float32 and idx == 5
     assert 0 <= img.min() and img.max() <= 255 and img.max() > 1       # YOLOX: 0-255, no normalisation
-    assert t.shape == ((MAX_LABELS_MOSAIC if mosaic else MAX_LABELS), 5)
+    assert t.shape == (120, 5)          # Megvii's max_labels, in every epoch (constant batch shape too)
     n = int((t[:, 3] > 0).sum())
     assert n >= 1
     boxes = t[:n]
@@ -57,3 +57,32 @@ def test_multiscale_identical_per_window_and_in_range():
     assert len(set(sizes)) > 3
     nano = get_exp("yolox-nano")
     assert {multiscale_size(nano, 0, it) for it in range(0, 2000, 10)} <= set(range(320, 641, 32))
+
+
+def test_no_aug_epochs_keep_120_labels_of_a_crowded_image():
+    """A 60-box image in a no-aug epoch: all 60 targets kept (the cap used to be 50 there)."""
+    class One(CocoSource):
+        def __init__(self):
+            xs = np.arange(60, dtype=np.float32) * 2
+            self.labels = [np.stack([xs, xs, xs + 10, xs + 10, np.zeros(60, np.float32)], 1)]
+            self.split = None
+
+        def __len__(self):
+            return 1
+
+        def load(self, i):
+            return np.full((140, 140, 3), 100, np.uint8), self.labels[0].copy()
+
+    exp = get_exp("yolox-s").merge(["num_classes", "1", "input_size", "160,160", "hsv_prob", "0", "flip_prob", "0"])
+    ds = TrainDataset(One(), exp, seed=0)
+    ds.enable_mosaic = False
+    _, t, _ = ds[0]
+    assert int((t[:, 3] > 0).sum()) == 60
+
+
+@pytest.mark.parametrize("max_epoch,no_aug,first", [(300, 15, 284), (10, 0, 9), (5, 2, 2), (3, 5, 0)])
+def test_no_aug_switch_epoch_is_megvii_s(max_epoch, no_aug, first):
+    """Megvii's before_epoch closes the mosaic when epoch + 1 == max_epoch - no_aug_epochs: 16 no-aug
+    epochs for no_aug_epochs 15 (0-based first no-aug epoch 284 of 300)."""
+    exp = get_exp("yolox-s").merge(["max_epoch", str(max_epoch), "no_aug_epochs", str(no_aug)])
+    assert exp.no_aug_start_epoch == first

@@ -60,3 +60,21 @@ def test_load_pretrained_skips_other_head_shapes():
     assert skipped == [f"head.cls_preds.{i}.{p}" for i in range(3) for p in ("bias", "weight")]
     stem = "backbone.backbone.stem.conv.conv.weight"
     torch.testing.assert_close(model.state_dict()[stem], ref.state_dict()[stem])
+
+
+def test_decode_is_fp32_under_bf16_autocast():
+    """Under bf16 autocast the head's outputs are bf16; the decode must not be (8 significant bits round a
+    centre near 600 px to a multiple of 4 px). Decoded boxes are fp32 and equal the fp32 decode of the
+    same raw outputs exactly."""
+    exp = get_exp("yolox-nano")
+    exp.num_classes = 3
+    torch.manual_seed(0)
+    model = build_model(exp).train()
+    x = torch.rand(1, 3, 640, 640) * 255
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        preds, raw, grid = model(x)
+    assert preds.dtype == torch.float32
+    assert torch.equal(preds[..., :2], (raw[..., :2].float() + grid[:, :2]) * grid[:, 2:])
+    # what a bf16 decode would have given: measurably off at this size
+    bf16_xy = (raw[..., :2].bfloat16() + grid[:, :2].bfloat16()) * grid[:, 2:].bfloat16()
+    assert (bf16_xy.float() - preds[..., :2]).abs().max() >= 1.0

@@ -38,6 +38,7 @@ class Exp:
     # decode pass (minutes on COCO). Off: a bad image is still skipped and counted when it is loaded.
     verify_images: bool = False
     val_split: str = "val2017"
+    max_labels: int = 120           # targets kept per training image, every epoch (Megvii's TrainTransform(120))
 
     # ---- augmentation ---- #
     mosaic_prob: float = 1.0
@@ -58,7 +59,7 @@ class Exp:
     min_lr_ratio: float = 0.05
     basic_lr_per_img: float = 0.01 / 64.0   # lr = this x global batch
     scheduler: str = "yoloxwarmcos"         # the only one implemented
-    no_aug_epochs: int = 15         # last epochs: no mosaic/mixup, L1 loss on, eval every epoch
+    no_aug_epochs: int = 15         # no mosaic/mixup, L1 loss on, eval every epoch from epoch max-no_aug-1 (Megvii)
     ema: bool = True
     ema_decay: float = 0.9998
     weight_decay: float = 5e-4      # conv/linear weights only
@@ -96,8 +97,10 @@ class Exp:
 
     @property
     def no_aug_start_epoch(self) -> int:
-        """First (0-based) epoch without mosaic/mixup."""
-        return max(self.max_epoch - self.no_aug_epochs, 0)
+        """First (0-based) epoch without mosaic/mixup: Megvii's ``before_epoch`` closes the mosaic when
+        ``epoch + 1 == max_epoch - no_aug_epochs``, so ``no_aug_epochs 15`` gives 16 such epochs (and 0
+        gives the last one). The LR schedule's flat tail stays ``no_aug_epochs`` long, as Megvii's."""
+        return max(self.max_epoch - self.no_aug_epochs - 1, 0)
 
 
 @dataclass

@@ -21,8 +21,6 @@ from yolo_common.data import DatasetSplit, SkipUnreadable, drop_none, read_coco,
 from yolo_common.preprocess import YOLOX, letterbox, letterbox_boxes, read_image
 
 PAD = 114
-MAX_LABELS = 50            # per image without mosaic (Megvii's TrainTransform)
-MAX_LABELS_MOSAIC = 120    # mosaic stitches 4 images (+ mixup), so more boxes per sample
 
 
 class CocoSource:
@@ -222,7 +220,9 @@ class TrainDataset(torch.utils.data.Dataset):
         wh = boxes[:, 2:] - boxes[:, :2]
         keep = (wh > 1).all(1)    # Megvii drops boxes of 1 px or less after augmentation
         boxes, cls, wh = boxes[keep], labels[keep, 4], wh[keep]
-        max_labels = MAX_LABELS_MOSAIC if self.enable_mosaic else MAX_LABELS
+        # Megvii builds TrainTransform(max_labels=120) once and its mosaic wrapper applies it in every
+        # epoch, the no-aug ones included (an earlier 50 here dropped boxes of crowded images there).
+        max_labels = int(e.max_labels)
         targets = np.zeros((max_labels, 5), np.float32)
         n = min(len(boxes), max_labels)
         targets[:n, 0] = cls[:n]

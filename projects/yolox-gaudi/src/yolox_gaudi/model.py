@@ -206,10 +206,14 @@ class YOLOXHead(nn.Module):
             grids.append(make_grid(h, w, stride, out.device))
         raw = torch.cat(raw, 1)
         grid = torch.cat(grids, 0)
+        # Decode in fp32 whatever the autocast dtype: in bf16 (8 significant bits) a centre of ~600 px is
+        # rounded to a multiple of 4 px before SimOTA, the IoU loss and evaluation see it (Megvii decodes in
+        # the output dtype). The cast is free next to the head; the loss runs in fp32 anyway.
+        raw = raw.float()
         # Decode by concatenation rather than in-place slice writes: autograd-safe and, on HPU, avoids
         # the strided-write pattern Habana's port had to work around (SW-90060).
-        xy = (raw[..., :2] + grid[:, :2].to(raw.dtype)) * grid[:, 2:].to(raw.dtype)
-        wh = torch.exp(raw[..., 2:4]) * grid[:, 2:].to(raw.dtype)
+        xy = (raw[..., :2] + grid[:, :2].float()) * grid[:, 2:].float()
+        wh = torch.exp(raw[..., 2:4]) * grid[:, 2:].float()
         if self.training:
             return torch.cat((xy, wh, raw[..., 4:]), -1), raw[..., :4], grid
         return torch.cat((xy, wh, raw[..., 4:].sigmoid()), -1)
