@@ -86,3 +86,21 @@ def test_no_aug_switch_epoch_is_megvii_s(max_epoch, no_aug, first):
     epochs for no_aug_epochs 15 (0-based first no-aug epoch 284 of 300)."""
     exp = get_exp("yolox-s").merge(["max_epoch", str(max_epoch), "no_aug_epochs", str(no_aug)])
     assert exp.no_aug_start_epoch == first
+
+
+def test_class_indices_follow_sorted_category_ids(tmp_path, synthetic_coco):
+    """Megvii sorts the json's category ids; a json listing them in another order must map the same."""
+    import json
+    import shutil
+
+    root = tmp_path / "coco"
+    shutil.copytree(synthetic_coco, root)
+    ann = root / "annotations" / "instances_train2017.json"
+    doc = json.loads(ann.read_text())
+    doc["categories"] = list(reversed(doc["categories"]))
+    ann.write_text(json.dumps(doc))
+    a = CocoSource(load_coco_split(synthetic_coco, "train2017"))
+    b = CocoSource(load_coco_split(root, "train2017"))
+    assert [c["id"] for c in b.split.categories] == sorted(c["id"] for c in doc["categories"])
+    for la, lb in zip(a.labels, b.labels):
+        np.testing.assert_array_equal(la, lb)

@@ -104,6 +104,14 @@ def test_loss_terms_and_l1_gradient():
     out = loss_fn(preds, raw[..., :4], grid, targets)
     assert all(math.isfinite(float(v.detach())) for v in out.values())
     assert out["l1_loss"] > 0 and out["iou_loss"] > 0 and out["cls_loss"] > 0
+    # logged like Megvii: foreground anchors per GT (2 GTs here), and per image (2 images) under its own name
+    fg = sum(a.num_fg for a in loss_fn.assign(preds.detach(), targets, grid) if a is not None)
+    assert float(out["num_fg"]) == pytest.approx(fg / 2) and float(out["fg_per_image"]) == pytest.approx(fg / 2)
+    targets1 = targets.clone()
+    targets1[0, 1] = 0                                   # one GT left: per-GT figure doubles per anchor
+    out1 = loss_fn(preds, raw[..., :4], grid, targets1)
+    fg1 = sum(a.num_fg for a in loss_fn.assign(preds.detach(), targets1, grid) if a is not None)
+    assert float(out1["num_fg"]) == pytest.approx(fg1) and float(out1["fg_per_image"]) == pytest.approx(fg1 / 2)
     out["total_loss"].backward()
     assert raw.grad[..., :4].abs().sum() > 0           # the L1 term reaches the raw regression
     loss_fn.use_l1 = False

@@ -171,7 +171,7 @@ def train_one_epoch(model, loss_fn: YOLOXLoss, optimizer, loader, device, *, epo
                 run.log_train(state.iteration, epoch + (i + 1) / n_iter, lr=lr, images_per_s=ips,
                               input_size=state.input_size, **vals)
             if is_main:
-                log.info("epoch %d/%d iter %d/%d | loss %.3f (iou %.3f obj %.3f cls %.3f l1 %.3f) fg %.1f | "
+                log.info("epoch %d/%d iter %d/%d | loss %.3f (iou %.3f obj %.3f cls %.3f l1 %.3f) fg/gt %.2f | "
                          "lr %.2e | size %d | %.1f img/s | ETA epoch %s", epoch + 1, exp.max_epoch, i + 1, n_iter,
                          vals["total_loss"], vals["iou_loss"], vals["conf_loss"], vals["cls_loss"],
                          vals["l1_loss"], vals["num_fg"], lr, state.input_size, ips, _fmt_eta(remaining))

@@ -164,7 +164,8 @@ class YOLOXLoss:
             assignments: precomputed :meth:`assign` output (the benchmark times it separately).
 
         Returns:
-            ``total_loss, iou_loss, conf_loss, cls_loss, l1_loss, num_fg`` (``num_fg`` per image).
+            ``total_loss, iou_loss, conf_loss, cls_loss, l1_loss, num_fg, fg_per_image``: ``num_fg`` is
+            Megvii's logged figure, foreground anchors per GT box; ``fg_per_image`` per image.
         """
         preds, raw_reg, grid, targets = preds.float(), raw_reg.float(), grid.float(), targets.float()
         if assignments is None:
@@ -200,6 +201,7 @@ class YOLOXLoss:
         else:
             loss_iou = loss_cls = loss_l1 = zero
         total = loss_iou + loss_obj + loss_cls + loss_l1 + zero
+        num_gts = (targets.sum(dim=2) > 0).sum().clamp(min=1)   # Megvii's nlabel: non-empty target rows
         return {"total_loss": total, "iou_loss": loss_iou.detach(), "conf_loss": loss_obj.detach(),
                 "cls_loss": loss_cls.detach(), "l1_loss": loss_l1.detach(),
-                "num_fg": num_fg_local.detach() / max(batch, 1)}
+                "num_fg": num_fg_local.detach() / num_gts, "fg_per_image": num_fg_local.detach() / max(batch, 1)}
