@@ -120,3 +120,29 @@ def test_drop_mode_collate_fn_for_loaders_that_read_it(files):
     assert pickle.loads(pickle.dumps(ds.collate_fn)).collate is default_collate
     batches = list(DataLoader(ds, batch_size=4, num_workers=1, collate_fn=ds.collate_fn))
     assert [len(b[1]) for b in batches] == [3, 2]
+
+
+def test_list_images_file_folder_glob_and_errors(tmp_path):
+    from yolo_common.data import list_images
+
+    for name in ("b.jpg", "a.PNG", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.jpg").write_bytes(b"x")
+    assert [p.name for p in list_images(tmp_path)] == ["a.PNG", "b.jpg"]          # a folder: its images
+    assert list_images(tmp_path / "b.jpg") == [tmp_path / "b.jpg"]
+    assert [p.name for p in list_images(str(tmp_path / "**" / "*.jpg"))] == ["b.jpg", "c.jpg"]
+    with pytest.raises(FileNotFoundError, match="no images found"):
+        list_images(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="no images found"):
+        list_images(tmp_path / "sub" / "*.png")
+
+
+def test_draw_boxes_colours_and_tags():
+    from yolo_common.draw import PALETTE, draw_boxes
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    out = np.asarray(draw_boxes(img, [[10, 15, 50, 35]], [1], ["a", "b"], [0.9]))
+    assert tuple(out[25, 10]) == PALETTE[1] and tuple(out[25, 30]) == (0, 0, 0)   # outline, not fill
+    assert img.sum() == 0                                                       # input untouched
+    assert np.asarray(draw_boxes(img, [[1, 1, 5, 5]], [7], ["a"])).any()        # unknown label: its number

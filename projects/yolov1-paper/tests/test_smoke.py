@@ -83,5 +83,5 @@ def test_detect_cli_writes_annotated_images_and_json(tmp_path):
             x1, y1, x2, y2 = d["bbox"]
             assert 0 <= x1 <= x2 <= i["width"] and 0 <= y1 <= y2 <= i["height"] and d["class"] in (
                 "circle", "square", "triangle")
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(SystemExit, match="no images found"):
         detect_main([str(tmp_path / "nope.jpg"), "--checkpoint", r["detect_run"]])

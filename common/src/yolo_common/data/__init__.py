@@ -4,6 +4,7 @@ Every reader returns a ``DatasetSplit`` of ``ImageRecord``s (pixel xyxy boxes, d
 every writer takes one, so converting is ``write_yolo(read_coco(...), ...)``.
 """
 
+from ._files import list_images
 from .categories import (
     COCO80_TO_COCO91,
     COCO91_TO_COCO80,
@@ -36,6 +37,7 @@ __all__ = [
     "coco91_to_coco80",
     "detect_layout",
     "drop_none",
+    "list_images",
     "load_split",
     "provenance",
     "read_coco",

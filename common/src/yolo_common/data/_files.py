@@ -18,6 +18,28 @@ IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".we
 _TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
 
 
+def list_images(source: str | os.PathLike) -> list[Path]:
+    """Image files named by ``source``: one file, a folder (its images, sorted), or a glob pattern.
+
+    Raises:
+        FileNotFoundError: nothing there, or no image among it (the message names ``source``).
+    """
+    import glob
+
+    p = Path(source)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        files = sorted(Path(f) for f in glob.glob(str(source), recursive=True)
+                       if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{source}: no images found (a file, a folder or a glob of "
+                                f"{', '.join(IMAGE_SUFFIXES)} files)")
+    return files
+
+
 def read_text(path: Path, what: str = "file") -> str:
     """A text file as UTF-8; non-UTF-8 bytes are a ValueError naming the file and the byte offset
     (instead of a bare UnicodeDecodeError from deep inside a reader)."""

@@ -1,7 +1,7 @@
 """``python -m yolov1.detect``: run a detection checkpoint on images; annotated copies + a JSON of detections.
 
     python -m yolov1.detect photo.jpg --checkpoint runs/detect_voc --out runs/detect_out
-    python -m yolov1.detect images/ --checkpoint runs/detect_voc/checkpoints/epoch_0134 --conf 0.2
+    python -m yolov1.detect "images/*.jpg" --checkpoint runs/detect_voc/checkpoints/epoch_0134 --conf 0.2
 
 Each image is resized to the network input (no letterbox, as in training), decoded with per-class NMS and
 mapped back to its own pixels. ``<out>/<name>.jpg`` shows the boxes, ``<out>/detections.json`` lists
@@ -16,24 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def image_files(source: str | Path) -> list[Path]:
-    p = Path(source)
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise FileNotFoundError(f"{p}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return files
-    if p.is_file():
-        return [p]
-    raise FileNotFoundError(f"{p} does not exist")
-
 
 def main(argv: Sequence[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("source", help="an image or a folder of images")
+    ap.add_argument("source", help="an image, a folder of images or a glob")
     ap.add_argument("--checkpoint", required=True, help="checkpoint folder or detection run folder")
     ap.add_argument("--out", default="runs/detect_out")
     ap.add_argument("--conf", type=float, default=0.2, help="minimum class-specific score to keep")
@@ -42,15 +28,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     a = ap.parse_args(argv)
 
     import torch
-    from PIL import Image, ImageDraw
+    from PIL import Image
     from yolo_common.checkpoint import atomic_write_json
+    from yolo_common.data import list_images
+    from yolo_common.draw import draw_boxes
 
     from .augment import DetectionTransform
     from .evaluate import load_detector
     from .postprocess import decode, to_image_coords
 
     try:
-        files = image_files(a.source)
+        files = list_images(a.source)
         model, meta = load_detector(a.checkpoint)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
@@ -74,11 +62,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         boxes = to_image_coords(det, img.width, img.height).tolist()
         dets = [{"class": names[int(c)], "score": float(s), "bbox": [round(v, 2) for v in b]}
                 for b, s, c in zip(boxes, det["scores"].tolist(), det["labels"].tolist())]
-        draw = ImageDraw.Draw(img)
-        for d in dets:
-            draw.rectangle(d["bbox"], outline=(255, 64, 0), width=2)
-            draw.text((d["bbox"][0] + 2, d["bbox"][1] + 1), f"{d['class']} {d['score']:.2f}", fill=(255, 64, 0))
-        img.save(out / f"{f.stem}.jpg", quality=90)
+        draw_boxes(img, boxes, det["labels"].tolist(), names, det["scores"].tolist()).save(out / f"{f.stem}.jpg",
+                                                                                           quality=90)
         results.append({"file": str(f), "width": img.width, "height": img.height, "detections": dets})
     atomic_write_json(out / "detections.json", {"checkpoint": meta["folder"], "images": results, "failed": failed})
     print(f"[yolov1.detect] {len(results)} images, {sum(len(r['detections']) for r in results)} detections"

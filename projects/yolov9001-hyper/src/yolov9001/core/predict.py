@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-import glob
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from yolo_common.data import list_images
+from yolo_common.draw import draw_boxes
 from yolo_common.preprocess import letterbox, read_image
 
-from ..utils.plots import draw_boxes
 from ..utils.progress import bar
 from .export import letterbox_spec
 from .validator import predict_batch, to_original
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
 
 def list_sources(source: str) -> list[Path]:
     """Image files named by ``source`` (a file, a folder, or a glob pattern); a clear error when none."""
-    p = Path(source)
-    if p.is_file():
-        return [p]
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-    else:
-        files = sorted(Path(f) for f in glob.glob(source, recursive=True) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"--data {source}: no images found (a file, a folder or a glob of images)")
-    return files
+    try:
+        return list_images(source)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--data {e}") from None
 
 
 @torch.no_grad()

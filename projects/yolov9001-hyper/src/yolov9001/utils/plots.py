@@ -5,26 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
-
-PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-           (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128)]
-
-
-def draw_boxes(img: np.ndarray, boxes, labels, names: list[str], scores=None) -> Image.Image:
-    """RGB uint8 HxWx3 + xyxy boxes -> a PIL image with coloured boxes and 'name score' tags."""
-    im = Image.fromarray(np.ascontiguousarray(img))
-    d = ImageDraw.Draw(im)
-    for k, (box, lab) in enumerate(zip(boxes, labels)):
-        color = PALETTE[int(lab) % len(PALETTE)]
-        d.rectangle([float(v) for v in box], outline=color, width=2)
-        name = names[int(lab)] if int(lab) < len(names) else str(int(lab))
-        tag = name if scores is None else f"{name} {float(scores[k]):.2f}"
-        x0, y0 = float(box[0]), max(float(box[1]) - 11, 0)
-        tw = d.textlength(tag)
-        d.rectangle([x0, y0, x0 + tw + 4, y0 + 11], fill=color)
-        d.text((x0 + 2, y0), tag, fill=(255, 255, 255))
-    return im
+from yolo_common.draw import draw_boxes  # one drawing for every project's detect output
 
 
 def batch_grid(images, targets, names: list[str], max_images: int = 16) -> np.ndarray:
