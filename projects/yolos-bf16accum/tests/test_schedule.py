@@ -87,3 +87,12 @@ def test_a_schedule_that_collapses_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ProgressiveSchedule(seed, 1000, 12, "blocks", 2)   # a real run: no warning
+
+
+def test_groups_sharing_a_fraction_do_not_warn():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ProgressiveSchedule(parse_schedule("attn@0.5,mlp@0.5"), 100_000, 12, "blocks", 2)
+        ProgressiveSchedule(parse_schedule("attn@0.2,head@0.2"), 1000, 12, "all", 2)

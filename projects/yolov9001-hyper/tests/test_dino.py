@@ -183,9 +183,14 @@ def test_each_dino_term(loss_case, teacher, term):
     loss, items, head = _run(model, x, t, tout, term)
     assert torch.isfinite(loss) and items["dino/total"] >= 0
     assert float(loss) != pytest.approx(float(base), rel=1e-7, abs=0)   # the term changes the loss
-    # gradients reach the student, never the teacher
+    # the term's gradient reaches the student (its gradients differ from the detection loss's alone) ...
+    base.backward()
+    g_base = [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
+    loss, items, head = _run(model, x, t, tout, term)
     loss.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert any(g0 is not None and p.grad is not None and not torch.equal(p.grad, g0)
+               for p, g0 in zip(model.parameters(), g_base))
+    # ... and never the teacher
     assert all(p.grad is None and not p.requires_grad for p in teacher.model.parameters())
     if term in ITEM:
         assert items[ITEM[term]] > 0
@@ -205,15 +210,6 @@ def test_centroid_term_stops_after_its_epochs(loss_case):
     loss_fn = DetectionLoss(model, cfg)
     assert loss_fn(model(x), t, epoch=1, dino=dino)[1]["dino/centroid"] > 0
     assert "dino/centroid" not in loss_fn(model(x), t, epoch=2, dino=dino)[1]
-
-
-def test_reg_weights_are_floored_and_mean_one():
-    """The weight rule in isolation, as the loss applies it."""
-    prior = torch.tensor([0.0, 0.3, 0.9, 1.0])
-    sw = prior.pow(2.0).clamp_min(0.2)
-    w = sw / sw.mean()
-    assert w.mean() == pytest.approx(1.0) and (w > 0).all() and w.argmax() == 3
-    assert w[0] == w[1]                                                   # both at the floor
 
 
 # ---- trainer schedule -----------------------------------------------------------------------------------
@@ -266,7 +262,46 @@ def test_training_with_the_tiny_teacher(synthetic, tmp_path):
     tags = EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"]
     assert {"train/dino/feat", "train/dino/share"} <= set(tags)
     ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert ck["distill"] is not None and "feat_proj.weight" in ck["distill"] and "protos" in ck["distill"]
+    head = ck["distill"]["head"]
+    assert "feat_proj.weight" in head and "protos" in head and ck["distill"]["gate"] == 1.0   # gate open again
     teacherish = [k for k in ck["model"] if "attention" in k or "embeddings" in k]
     assert teacherish == [] and set(ck["model"]) == set(HyperYOLO("n", nc=3).state_dict())
     assert os.path.getsize(run / "checkpoints" / "last.pt") < 80e6
+
+
+def test_lr_gate_reaches_the_backbone_lr_and_opens_when_the_teacher_goes():
+    """bb_lr_gate: the backbone groups' LR is multiplied by the gate; steps without DINO terms pull the
+    share down; after max_epochs the gate is 1 and gone from the groups."""
+    from yolov9001.core.distiller import Distiller
+    from yolov9001.core.optim import build_optimizer, set_lr
+
+    cfg = get_config(hyp={"dino.enabled": True, "dino.model_name": "tiny-random", "dino.resolution": 32,
+                          "dino.bb_lr_gate": True, "dino.max_epochs": 1, "imgsz": 64, "warmup_epochs": 0})
+    cfg.nc = 3
+    model = HyperYOLO("n", nc=3)
+    attach_runtime(model, 64, cfg)
+    opt = build_optimizer(model, cfg, 4, 1)
+    dist = Distiller(cfg, model, torch.device("cpu"))
+    for _ in range(30):
+        dist.after_step({"dino/total": 3.0}, 4.0, opt)          # DINO = 75 % of the loss
+    assert 0.7 < dist.share < 0.75 and dist.gate == pytest.approx(max(0.5, 1 - dist.share))
+    set_lr(opt, cfg, epoch=0, it=0, iters_per_epoch=10)
+    lrs = {g["name"]: g["lr"] / g["lr_scale"] for g in opt.param_groups}
+    assert lrs["backbone.decay"] == pytest.approx(0.5 * lrs["head.decay"])   # floored at bb_lr_gate_min
+    before = dist.share
+    dist.after_step({}, 4.0, opt)                               # a step with no DINO terms
+    assert dist.share == pytest.approx(0.9 * before)
+    dist.end_epoch(0, opt)                                      # max_epochs reached
+    set_lr(opt, cfg, epoch=1, it=0, iters_per_epoch=10)
+    lrs = {g["name"]: g["lr"] / g["lr_scale"] for g in opt.param_groups}
+    assert lrs["backbone.decay"] == pytest.approx(lrs["head.decay"]) and dist.gate == 1.0
+
+
+def test_prototypes_by_hand():
+    head = D.DistillHead(4, 2, 3, feat=False, contrast=False)
+    f = torch.tensor([[3.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
+    head.update_protos(f, torch.tensor([0, 1, 0]), momentum=0.5)
+    torch.testing.assert_close(head.protos, torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    assert head.proto_count.tolist() == [2.0, 1.0, 0.0]
+    head.update_protos(torch.tensor([[0.0, 5.0]]), torch.tensor([0]), momentum=0.5)   # EMA after the first
+    torch.testing.assert_close(head.protos[0], torch.tensor([0.5, 0.5]))

@@ -132,7 +132,7 @@ def test_two_process_ddp_gloo(synthetic, tmp_path):
     assert ck["step"] == 2  # 16 images / (2 ranks x batch 4)
     lines = (run / "logs" / "train.jsonl").read_text().splitlines()
     assert len(lines) == 2  # rank 0 logs alone
-    assert "dino/feat" in json.loads(lines[0]) and ck["distill"]["feat_proj.weight"].isfinite().all()
+    assert "dino/feat" in json.loads(lines[0]) and ck["distill"]["head"]["feat_proj.weight"].isfinite().all()
 
 
 @pytest.mark.slow

@@ -116,6 +116,12 @@ def test_steps_stop_inside_an_epoch_resumes_the_rest_of_it(tmp_path):
     # epoch_1.pt stays the end of epoch 1; the mid-epoch state is last.pt only
     assert torch.load(cut / "checkpoints" / "epoch_1.pt", weights_only=True)["iteration"] == 4
     assert not (cut / "checkpoints" / "epoch_2.pt").exists()
+    from yolox_gaudi.train import main
+
+    other_batch = ["--name", "yolox-nano", "--device", "cpu", "--threads", "1", "--synthetic", "--synthetic-images",
+                   "16", "--synthetic-size", "64", "-expn", "cut", "--batch-size", "8", "--resume", *TINY,
+                   "output_dir", str(tmp_path), *opts, "steps", "0"]
+    assert main(other_batch) == 2        # another global batch would shift iterations, LR and the sampler offset
     _train(tmp_path, ["--batch-size", "4", "--resume"], [*opts, "steps", "0"], "cut")
     a = torch.load(whole / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
@@ -175,16 +181,17 @@ def test_unreadable_images_are_skipped_and_counted_not_fatal(synthetic_coco, tmp
     from yolox_gaudi.train import main
 
     argv = ["--name", "yolox-nano", "--device", "cpu", "--threads", "1", "--batch-size", "8", "--data_dir",
-            str(data), "-expn", "bad", *TINY, "data_num_workers", "2", "mosaic_prob", "0", "max_epoch", "1",
+            str(data), "-expn", "bad", *TINY, "data_num_workers", "2", "mosaic_prob", "0", "max_epoch", "2",
+            "eval_interval", "1",
             "output_dir", str(tmp_path)]
     with caplog.at_level(logging.WARNING):
         assert main(argv) == 0
     metrics = json.loads((tmp_path / "bad" / "eval" / "metrics.json").read_text())
-    assert metrics["unreadable_images"] == 1 and metrics["images"] == 3
+    assert metrics["unreadable_images"] == 1 and metrics["images"] == 3   # the 2nd evaluation's own count
     # the worker processes' warnings do not reach caplog; the parent's per-epoch count does
     assert "unreadable images skipped so far" in caplog.text
     summary = (tmp_path / "bad" / "summary.md").read_text()
-    assert "unreadable train images" in summary
+    assert "unreadable train image loads" in summary
 
     caplog.clear()
     with caplog.at_level(logging.WARNING):

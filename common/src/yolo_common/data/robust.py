@@ -59,8 +59,9 @@ class SkipUnreadable:
         return getattr(self.dataset, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # A trainer that sets a flag on "its" dataset (ultralytics: loader.dataset.mosaic = False when
-        # mosaic closes) must reach the wrapped one, or the flag would silently stay on.
+        # A trainer that sets a flag on "its" dataset (loader.dataset.epoch = e) must reach the wrapped
+        # one, or the flag would silently land on the wrapper. (ultralytics 8.4's close-mosaic assignment
+        # is guarded by hasattr and YOLODataset has no such attribute, so it is not a consumer.)
         if name.startswith("_") or name in _OWN or "dataset" not in self.__dict__ or not hasattr(self.dataset, name):
             object.__setattr__(self, name, value)
         else:

@@ -103,8 +103,9 @@ def voc_map(
         class_names: the classes to evaluate and what to call them: a list indexed by category id
             (VOC's ``VOC_CLASSES``), a ``{category_id: name}`` dict, or None for every category id
             seen in GT or detections, named by ``str(id)``.
-        legacy_devkit: py-faster-rcnn's ``voc_eval`` tie order (``np.argsort(-scores)``, numpy's default
-            unstable sort, instead of the stable mergesort) and its 11-point thresholds (see ``voc_ap``).
+        legacy_devkit: py-faster-rcnn's 11-point thresholds (see ``voc_ap``). Its tie order is NOT
+            reproduced: it used numpy's default unstable ``argsort``, whose order among equal scores
+            depends on the numpy version and CPU (AVX-512 sorts differ); ties keep input order here.
 
     Returns:
         ``{"mAP": float, "per_class": {name: AP}, "num_gt": {name: int}}``. ``num_gt`` counts
@@ -159,7 +160,7 @@ def voc_map(
             continue
         idx = by_cat.get(c, [])
         scores = np.array([float(detections[i]["score"]) for i in idx], np.float64)
-        order = np.argsort(-scores) if legacy_devkit else np.argsort(-scores, kind="mergesort")
+        order = np.argsort(-scores, kind="mergesort")
         taken = {}  # image_id -> bool array of matched GT, made on first use
         tp = np.zeros(len(order), bool)
         keep = np.ones(len(order), bool)  # False = matched a difficult box: dropped from the curve

@@ -136,6 +136,7 @@ def evaluate(model, data_loader, device, gt: dict, label_to_cat: dict[int, int],
 
     model.eval()
     detections, loss_sum, n = [], 0.0, 0
+    skipped_before = int(getattr(data_loader.dataset, "skipped", 0))   # the wrapper counts over the run
     t0, num_batches = time.time(), len(data_loader)
     # COCO val is 625 batches of 8; with patched (emulated) layers a batch can take seconds: report progress.
     report_every = max(1, num_batches // 10)
@@ -165,7 +166,7 @@ def evaluate(model, data_loader, device, gt: dict, label_to_cat: dict[int, int],
     metrics = coco_map(gt, detections)
     metrics["loss"] = loss_sum / max(n, 1)
     metrics["num_images"] = n
-    metrics["unreadable_images"] = int(getattr(data_loader.dataset, "skipped", 0))
+    metrics["unreadable_images"] = int(getattr(data_loader.dataset, "skipped", 0)) - skipped_before
     if not math.isfinite(metrics["loss"]):
         log.warning("non-finite eval loss")
     return metrics

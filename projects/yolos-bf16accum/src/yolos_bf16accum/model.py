@@ -43,7 +43,8 @@ def build_model(cfg: TrainConfig, num_labels: int, id2label: dict[int, str]):
     kwargs = {}
     # No network: the hub client retries for ~50 s before giving up. Probe once (2 s) and read only the
     # local cache when the hub is unreachable, so the error comes at once and says why.
-    offline = bool(os.environ.get("HF_HUB_OFFLINE")) or (not os.path.isdir(cfg.model) and not hub_reachable())
+    env_offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    offline = env_offline or (not os.path.isdir(cfg.model) and not hub_reachable())
     try:
         from transformers import AutoConfig
 
@@ -55,7 +56,7 @@ def build_model(cfg: TrainConfig, num_labels: int, id2label: dict[int, str]):
                           label2id={v: k for k, v in id2label.items()}, ignore_mismatched_sizes=True)
         return YolosForObjectDetection.from_pretrained(cfg.model, local_files_only=offline, **kwargs)
     except (OSError, ValueError) as e:
-        why = ("the hub is unreachable (no network?)" if offline and not os.environ.get("HF_HUB_OFFLINE")
+        why = ("the hub is unreachable (no network?)" if offline and not env_offline
                else "HF_HUB_OFFLINE is set" if offline else "it could not be fetched")
         raise ModelLoadError(
             f"cannot load YOLOS model {cfg.model!r}: it is not a local directory, {why}, and it is not in the "

@@ -95,13 +95,17 @@ class ProgressiveSchedule:
             left = total_steps - start
             self.stage_starts[e.group] = [start + (i * left) // n for i in range(n)]
         collapsed = {g: len(st) - len(set(st)) for g, st in self.stage_starts.items() if len(set(st)) < len(st)}
-        starts = [e_starts[0] for e_starts in self.stage_starts.values()]
-        if collapsed or (len(entries) > 1 and len(set(starts)) < len(starts)):
+        starts = {e.group: self.stage_starts[e.group][0] for e in entries}
+        fraction = {e.group: e.fraction for e in entries}
+        # groups asked to start apart (different fractions) that land on the same step; groups given the same
+        # fraction start together on purpose
+        merged = any(starts[a] == starts[b] and fraction[a] != fraction[b] for a in starts for b in starts if a < b)
+        if collapsed or merged:
             # e.g. a 4-step smoke run: several stages (or groups) start on the same step, so the
             # "progressive" ramp is a switch; the run is still valid, but it is not the ramp asked for
             warnings.warn(f"the progressive schedule collapses with {total_steps} steps: "
                           f"{'stages that start on the same step per group: ' + str(collapsed) + '; ' if collapsed else ''}"
-                          f"group start steps {dict(zip(self.stage_starts, starts))}. Train longer for a real ramp.",
+                          f"group start steps {starts}. Train longer for a real ramp.",
                           RuntimeWarning, stacklevel=2)
 
     def blocks_at(self, group: str, step: int) -> tuple[int, ...]:

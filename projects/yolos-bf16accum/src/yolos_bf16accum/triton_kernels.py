@@ -10,9 +10,9 @@ Why the kernel looks the way it does (the notes, section 5, have the measurement
   widened by a 16-bit shift, the result is narrowed the same way. Triton 3.9's interpreter converts bf16
   subnormals wrongly in ``.to(tl.float32)`` / ``.to(tl.bfloat16)``; shifts are exact everywhere.
 * Every arithmetic op is fp32 on widened bf16 operands. That is what makes the CPU interpreter
-  (``TRITON_INTERPRET``) path representative: the interpreter does bf16 loads/stores and bf16->fp32
-  casts correctly but computes garbage for bf16 ``+``/``*``/``tl.dot`` and truncates fp32->bf16 casts.
-  No op here depends on any of those.
+  (``TRITON_INTERPRET``) path representative: the interpreter computes garbage for bf16 ``+``/``*``/
+  ``tl.dot``, truncates fp32->bf16 casts and mis-converts bf16 subnormals. No op here depends on any of
+  those (bf16 only ever moves as int16 bit patterns, see below).
 * Products are accumulated one k at a time with CUDA-core FMAs (``c += a_k * b_k``) rather than by
   ``tl.dot``: the product of two bf16 numbers is exact in fp32, so an FMA equals multiply-then-add, and
   the k order is the one the emulation uses. A tensor-core ``tl.dot`` per chunk would be much faster but
@@ -21,8 +21,10 @@ Why the kernel looks the way it does (the notes, section 5, have the measurement
 
 The interpreter function is built directly (``InterpretedFunction``), so CPU tensors use the interpreter
 without anyone setting ``TRITON_INTERPRET`` in the environment; CUDA tensors use the compiled kernel. For
-that to work the kernel calls only ``tl`` builtins (``tl.full``, not ``tl.zeros``): the standard-library
-helpers are themselves ``@jit`` functions, compiled-mode objects unless the env var was set at import.
+that to work the kernel calls only ``tl`` builtins (``tl.full``, not ``tl.zeros``: the standard-library
+helpers are compiled-mode ``@jit`` objects unless the env var was set at import) and this module's own two
+``@jit`` helpers, which the interpreted copy gets as plain functions (``_compiled``; helpers must not
+call each other).
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def _bf16acc_bmm_kernel(a_ptr, b_ptr, c_ptr, M, N, K,
             a = _widen_bf16(tl.load(a_row + k * stride_ak, mask=mask_m, other=0))
             b = _widen_bf16(tl.load(b_row + k * stride_bk, mask=mask_n, other=0))
             c += a[:, None] * b[None, :]
-        # s = RNE_bf16(s + c), on the fp32 bit pattern (identical to torch, NaN included)
+        # s = RNE_bf16(s + c), on the fp32 bit pattern (torch's bits; a NaN is always the quiet 0x7FC00000,
+        # where torch's own NaN bits vary by code path)
         s = _rne_bf16_bits((s + c).to(tl.uint32, bitcast=True)).to(tl.float32, bitcast=True)
     c_ptrs = c_ptr + pid_b * stride_cb + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
     # s holds bf16 values: the high 16 bits are the bf16 pattern (narrowing by a shift, exact)

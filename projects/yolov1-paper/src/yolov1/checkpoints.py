@@ -57,6 +57,7 @@ def save_checkpoint(accelerator, run_dir: str | Path, epoch: int, meta: dict[str
     """
     out = Path(run_dir) / "checkpoints" / f"epoch_{epoch:04d}"
     accelerator.save_state(str(out), safe_serialization=True)
+    accelerator.wait_for_everyone()   # every rank's RNG file is written before meta.json marks it complete
     if accelerator.is_main_process:
         # meta.json appears (temp + fsync + rename) only once the state is fully written
         atomic_write_json(out / META_FILE, {"epoch": epoch, **meta})

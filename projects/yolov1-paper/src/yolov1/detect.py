@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     results, failed = [], []
-    for f in files:
+    stems = [f.stem for f in files]
+    for k, f in enumerate(files):
         try:
             with Image.open(f) as im:
                 img = im.convert("RGB")
@@ -62,9 +63,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         boxes = to_image_coords(det, img.width, img.height).tolist()
         dets = [{"class": names[int(c)], "score": float(s), "bbox": [round(v, 2) for v in b]}
                 for b, s, c in zip(boxes, det["scores"].tolist(), det["labels"].tolist())]
-        draw_boxes(img, boxes, det["labels"].tolist(), names, det["scores"].tolist()).save(out / f"{f.stem}.jpg",
+        name = f.stem if stems.count(f.stem) == 1 else f"{k:05d}_{f.stem}"   # a recursive glob may repeat names
+        draw_boxes(img, boxes, det["labels"].tolist(), names, det["scores"].tolist()).save(out / f"{name}.jpg",
                                                                                            quality=90)
-        results.append({"file": str(f), "width": img.width, "height": img.height, "detections": dets})
+        results.append({"file": str(f), "output": f"{name}.jpg", "width": img.width, "height": img.height, "detections": dets})
     atomic_write_json(out / "detections.json", {"checkpoint": meta["folder"], "images": results, "failed": failed})
     print(f"[yolov1.detect] {len(results)} images, {sum(len(r['detections']) for r in results)} detections"
           f"{f', {len(failed)} unreadable skipped' if failed else ''} -> {out}")

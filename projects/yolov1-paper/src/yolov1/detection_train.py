@@ -94,7 +94,7 @@ def _train(cfg: DetectionConfig, accelerator, run, run_dir, seed: int) -> dict:
         if last or (epoch + 1) % cfg.eval_every == 0:
             # fork_rng: evaluating must not move the training RNG stream (the eval loader's workers draw a
             # seed from it), or a run resumed after an eval epoch would see other dropout masks
-            with torch.random.fork_rng():
+            with torch.random.fork_rng(devices=[]):
                 metrics = evaluate_detection(model, val_loader, accelerator, val_split, B=cfg.B, criterion=criterion,
                                              conf_threshold=cfg.conf_threshold, nms_iou=cfg.nms_iou,
                                              max_detections=cfg.max_detections)
@@ -111,7 +111,7 @@ def _train(cfg: DetectionConfig, accelerator, run, run_dir, seed: int) -> dict:
         atomic_write_json(run_dir / "eval" / "metrics.json", metrics)
         run.write_summary({
             "result": [{"epochs": cfg.epochs, **{k: metrics.get(k) for k in METRIC_KEYS},
-                        "unreadable train images": train_loader.dataset.skipped,
+                        "unreadable train image loads (this rank, whole run)": train_loader.dataset.skipped,
                         "unreadable val images": metrics.get("unreadable_images", 0)}],
             "per-class AP (VOC07 11-point)": [{"class": k, "AP": v}
                                               for k, v in metrics.get("per_class_voc07", {}).items()],

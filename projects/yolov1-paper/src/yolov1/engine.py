@@ -146,12 +146,13 @@ def classification_step(model, batch):
 def evaluate_classification(model, loader, accelerator) -> dict[str, float]:
     """Top-1 / top-5 accuracy and mean cross-entropy over ``loader`` (every process, gathered)."""
     model.eval()
-    correct1 = correct5 = total = 0
+    correct1 = correct5 = total = unreadable = 0
     loss_sum = 0.0
     for images, labels in progress(loader, desc="eval", leave=False, disable=not accelerator.is_local_main_process):
         logits = model(images).float()
         logits, labels = accelerator.gather_for_metrics((logits, labels))
         readable = labels >= 0    # -1: an unreadable image's placeholder, left out (and counted)
+        unreadable += int((~readable).sum())
         logits, labels = logits[readable], labels[readable]
         hits = topk_correct(logits, labels, (1, 5))
         correct1 += hits[1]
@@ -159,7 +160,7 @@ def evaluate_classification(model, loader, accelerator) -> dict[str, float]:
         total += len(labels)
         loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
     return {"top1": correct1 / max(total, 1), "top5": correct5 / max(total, 1), "val_loss": loss_sum / max(total, 1),
-            "num_images": total, "unreadable_images": int(getattr(loader.dataset, "skipped", 0))}
+            "num_images": total, "unreadable_images": unreadable}
 
 
 @torch.inference_mode()
@@ -193,7 +194,7 @@ def evaluate_detection(model, loader, accelerator, split, *, B: int, criterion=N
         batch_out = []
         for d, i in zip(dets, idx.tolist()):
             if i < 0:
-                batch_out.append([])   # scored as an image without detections (its boxes still count)
+                batch_out.append(None)   # scored as an image without detections (its boxes still count)
                 continue
             r = split.records[i]
             boxes = to_image_coords(d, r.width, r.height).tolist()
@@ -206,10 +207,11 @@ def evaluate_detection(model, loader, accelerator, split, *, B: int, criterion=N
         loss_sum, n_images = accelerator.reduce(loss_t, reduction="sum").tolist()
     if not accelerator.is_main_process:
         return {}
-    detections = [d for img in per_image for d in img]
+    unreadable = sum(img is None for img in per_image)   # gathered: every rank's, each image once
+    detections = [d for img in per_image if img is not None for d in img]
     metrics = detection_metrics(split, detections, legacy_devkit=legacy_devkit)
     if criterion is not None:
         metrics["val_loss"] = loss_sum / max(n_images, 1)
     metrics["num_images"] = len(per_image)
-    metrics["unreadable_images"] = int(getattr(loader.dataset, "skipped", 0))
+    metrics["unreadable_images"] = unreadable
     return metrics

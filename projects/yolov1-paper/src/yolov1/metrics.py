@@ -31,7 +31,7 @@ def detection_metrics(split: DatasetSplit, detections: list[dict], *, legacy_dev
     Args:
         split: the evaluated records (``image_id`` unique, VOC category ids = class index).
         detections: ``{"image_id", "category_id", "bbox": [x1, y1, x2, y2] pixels, "score"}``.
-        legacy_devkit: VOC AP with py-faster-rcnn's 11-point thresholds and tie order (see
+        legacy_devkit: VOC AP with py-faster-rcnn's 11-point thresholds (see
             ``yolo_common.evaluation.voc_map``), to reproduce numbers published with that code.
 
     Returns:

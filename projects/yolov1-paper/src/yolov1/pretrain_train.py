@@ -72,7 +72,7 @@ def _train(cfg: PretrainConfig, accelerator, run, run_dir, seed: int) -> dict:
                               f"{accelerator.process_index}; replaced by the next image)")
         last = epoch == cfg.epochs - 1
         if last or (epoch + 1) % cfg.eval_every == 0:
-            with torch.random.fork_rng():   # evaluation leaves the training RNG stream alone (resume)
+            with torch.random.fork_rng(devices=[]):   # evaluation leaves the training RNG stream alone (resume)
                 metrics = evaluate_classification(model, val_loader, accelerator)
             run.log_eval(step, epoch + 1, **metrics, train_loss=stats.get("loss"))
             accelerator.print(f"epoch {epoch}: train loss {stats.get('loss', float('nan')):.4f}, "

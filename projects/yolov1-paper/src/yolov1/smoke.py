@@ -66,7 +66,8 @@ def run_smoke(out: str | Path = "runs/smoke", *, num_train: int = 480, num_val: 
 
     ``threads`` fixes torch's intra-op thread count for the run (restored afterwards): the float sums of a
     conv or matmul are split by thread, so their bits, and after hundreds of steps the mAP, depend on it
-    (0.0057 with 2 threads vs 0.0081 with 1 was measured). A fixed count makes the numbers reproducible.
+    (two thread counts gave different mAPs in the issue's measurement). A fixed count makes the numbers
+    reproducible: the README's figures are ``--threads 1``.
     """
     import torch
 

@@ -110,9 +110,10 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 
 
 class WorkerSeeder:
-    """``worker_init_fn``: seeds torch/numpy/random in each loader worker from (seed, epoch, worker id), so
-    random transforms that use the global RNGs (torchvision's, in pretraining) are the same in a resumed
-    run. Picklable (a class, not a closure) for spawned workers."""
+    """``worker_init_fn``: seeds torch/numpy/random in each loader worker from (seed, epoch, rank, worker id),
+    so random transforms that use the global RNGs (torchvision's, in pretraining) are the same in a resumed
+    run and differ between ranks (``RANK`` is set by accelerate's / torchrun's launcher and inherited by
+    the workers). Picklable (a class, not a closure) for spawned workers."""
 
     def __init__(self, seed: int):
         self.seed = int(seed)
@@ -124,7 +125,10 @@ class WorkerSeeder:
 
         info = torch.utils.data.get_worker_info()
         epoch = int(getattr(info.dataset, "epoch", 0)) if info is not None else 0
-        s = (self.seed * 1_000_003 + epoch * 1_009 + worker_id) % 2**32
+        import os
+
+        rank = int(os.environ.get("RANK", 0))
+        s = (self.seed * 1_000_003 + epoch * 1_009 + rank * 101 + worker_id) % 2**32
         torch.manual_seed(s)
         np.random.seed(s)
         random.seed(s)

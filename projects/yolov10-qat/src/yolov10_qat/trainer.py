@@ -94,6 +94,7 @@ class _RunLogBridge:
     def __init__(self, root: Path, config: dict):
         self.root, self.config = root, config
         self.log = None
+        self._skipped: dict[str, int] = {}
         self.batch_in_epoch = 0
         self.t_epoch = time.time()
 
@@ -134,11 +135,13 @@ class _RunLogBridge:
         metrics["epoch_time_s"] = time.time() - self.t_epoch
         for name, loader in (("train", getattr(trainer, "train_loader", None)),
                              ("val", getattr(trainer, "test_loader", None))):
-            skipped = getattr(getattr(loader, "dataset", None), "skipped", 0)
+            total = getattr(getattr(loader, "dataset", None), "skipped", 0)   # counts over the whole run
+            skipped = total - self._skipped.get(name, 0)                     # this epoch's
+            self._skipped[name] = total
             metrics[f"unreadable_{name}_images"] = skipped
             if skipped:
-                print(f"[yolov10-qat] epoch {trainer.epoch + 1}: {skipped} unreadable {name} images skipped "
-                      f"so far (named in the warnings above)", flush=True)
+                print(f"[yolov10-qat] epoch {trainer.epoch + 1}: {skipped} unreadable {name} image loads "
+                      f"skipped (named in the warnings above)", flush=True)
         self.log.log_eval((trainer.epoch + 1) * nb, trainer.epoch + 1, **metrics)
 
     def teardown(self, trainer) -> None:

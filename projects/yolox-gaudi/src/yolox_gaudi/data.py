@@ -293,9 +293,9 @@ def build_train_loader(dataset: TrainDataset, batch_per_rank: int, rank: int, wo
     """Shuffled, sharded by ``ResumableSampler`` even on one process (same permutation for any
     world size), partial last batch dropped (a new batch shape would recompile on HPU).
 
-    The dataset goes in ``SkipUnreadable``: an image that does not decode is logged once, counted
-    (``loader.dataset.skipped``, over all workers) and replaced by the next index, so one bad file
-    never ends an epoch. Set ``epoch``/``enable_mosaic`` on ``dataset`` itself, not on the wrapper.
+    The dataset goes in ``SkipUnreadable``: an image that does not decode is logged (once per worker and
+    epoch), counted (``loader.dataset.skipped``, over all workers) and replaced by the next index, so one
+    bad file never ends an epoch. ``epoch``/``enable_mosaic`` set on the wrapper reach ``dataset``.
     """
     sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
                                drop_last=True)

@@ -240,6 +240,7 @@ def evaluate(model, loader, split, device, exp, *, amp=None, steps=None, is_main
     model.eval()
     cat_ids = [c["id"] for c in split.categories]
     dets = []
+    skipped_before = int(getattr(loader.dataset, "skipped", 0))   # the wrapper counts over the whole run
     t0, n_img, t_infer = time.perf_counter(), 0, 0.0
     n_batches = len(loader)
     for b, batch in enumerate(loader):
@@ -266,7 +267,7 @@ def evaluate(model, loader, split, device, exp, *, amp=None, steps=None, is_main
                      _fmt_eta((len(loader.dataset) - n_img) / max(rate, 1e-9)))
     metrics = coco_map(to_coco_dict(split), dets)
     metrics["images"] = n_img
-    metrics["unreadable_images"] = int(getattr(loader.dataset, "skipped", 0))
+    metrics["unreadable_images"] = int(getattr(loader.dataset, "skipped", 0)) - skipped_before   # this eval
     metrics["inference_images_per_s"] = n_img / max(t_infer, 1e-9)
     metrics["total_images_per_s"] = n_img / max(time.perf_counter() - t0, 1e-9)
     return metrics, dets

@@ -79,6 +79,7 @@ def checkpoint_state(model, ema, optimizer, state: TrainState, exp, seed: int, g
         # sampler_offset counts samples of the epoch's global permutation (any world size can resume).
         "epoch_iter": state.epoch_iter,
         "sampler_offset": state.epoch_iter * global_batch,
+        "global_batch": global_batch,
         "best_ap": state.best_ap,
         "ema_updates": ema.updates if ema is not None else 0,
         "exp": exp_to_dict(exp),
@@ -168,11 +169,12 @@ def _run(args, exp, device, info, precision: str) -> dict:
         state.epoch, state.iteration = int(ck["start_epoch"]), int(ck.get("iteration", 0))
         state.best_ap = float(ck.get("best_ap", 0.0))
         ema_updates = int(ck.get("ema_updates", state.iteration))
-        offset = int(ck.get("sampler_offset", 0))
-        if offset % args.batch_size:
-            log.warning("%s stopped %d samples into epoch %d, not a multiple of --batch-size %d: the "
-                        "resumed epoch repeats up to one batch", path, offset, state.epoch + 1, args.batch_size)
-        state.epoch_iter = offset // args.batch_size
+        saved_batch = ck.get("global_batch")
+        if saved_batch is not None and int(saved_batch) != args.batch_size:
+            # iteration counts, the LR schedule and the sampler offset are all in units of the saved batch
+            raise UsageError(f"{path} was trained with --batch-size {saved_batch}; resume it with the same "
+                             f"global batch (got {args.batch_size})")
+        state.epoch_iter = int(ck.get("sampler_offset", 0)) // args.batch_size
         if args.start_epoch is not None:
             state.epoch, state.epoch_iter = args.start_epoch, 0
         log.info("resumed %s at epoch %d, iteration %d%s", path, state.epoch + 1, state.iteration,
@@ -257,7 +259,7 @@ def _run(args, exp, device, info, precision: str) -> dict:
                 barrier()
             if info.is_main:
                 ckpts.save(checkpoint_state(model, ema, optimizer, state, exp, seed, args.batch_size),
-                           epoch=state.epoch, metric=ap, history=complete)
+                           epoch=state.epoch, metric=ap if complete else None, history=complete)
             barrier()
             if stopping:
                 log.info("stopping after %d iterations (steps %d)", state.iteration, exp.steps)
@@ -269,7 +271,7 @@ def _run(args, exp, device, info, precision: str) -> dict:
                                "Run": [{"model": exp.name, "epochs": state.epoch, "iterations": state.iteration,
                                         "device": str(device), "precision": precision,
                                         "world_size": info.world_size, "seed": seed,
-                                        "unreadable train images": loader.dataset.skipped,
+                                        "unreadable train image loads (this rank, whole run)": loader.dataset.skipped,
                                         "unreadable val images": metrics.get("unreadable_images", 0)}]},
                               title=f"{exp.name} on {device}")
         run.close()

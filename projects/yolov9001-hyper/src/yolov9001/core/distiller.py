@@ -7,12 +7,15 @@ loss gets, the student-side head, and the backbone LR gate.
   ``dino/skipped_steps``. After ``max_epochs`` epochs the teacher is unloaded and every term stops.
 - Student features: a forward hook on the last ``HyperComputeModule`` (the hypergraph level, stride 16)
   keeps its output for the feature-distillation and region-contrast terms.
-- ``DistillHead`` (projections + class prototypes) trains with the model in its own optimizer group and is
-  saved in checkpoints as ``distill``; the teacher's weights are never saved.
-- ``bb_lr_gate``: ``share`` = EMA (0.9) of DINO loss / total loss; the backbone groups' LR is multiplied by
-  ``max(bb_lr_gate_min, 1 - share)``: the more of the gradient comes from imitating the teacher, the slower
-  the shared backbone moves, so the detection terms keep their say in it (a ratio in [min, 1], logged as
-  ``dino/bb_lr_gate``).
+- ``DistillHead``: its projections train with the model in their own optimizer groups (decay / bias), its
+  class prototypes are running means (buffers). Under DDP the head is outside the DDP module: every
+  rank all-reduces every head gradient (zeros where a rank had none, so the collectives always line up)
+  and ``check_synced`` compares the head across ranks after each epoch. Saved in checkpoints as
+  ``distill`` (head, share, skipped steps); the teacher's weights are never saved.
+- ``bb_lr_gate``: ``share`` = EMA (0.9) of DINO loss / total loss (0 on steps without DINO terms); the
+  backbone groups' LR is multiplied by ``max(bb_lr_gate_min, 1 - share)``: the more of the gradient comes
+  from imitating the teacher, the slower the shared backbone moves, so the detection terms keep their say
+  in it (a ratio in [min, 1], logged as ``dino/bb_lr_gate``). Once the teacher is unloaded the gate is 1.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 
 import torch
 
-from ..utils.dino_teacher import RANDOM_CONFIGS, DINOTeacher, DinoOutput
+from ..utils.dino_teacher import DINOTeacher, DinoOutput, load_config
 from ..utils.distill import DinoBatch, DistillHead
 from .ema import unwrap
 
@@ -30,21 +33,7 @@ log = logging.getLogger("yolov9001.dino")
 
 def teacher_width(cfg) -> int:
     """The teacher's hidden size, from its config alone (no weights are loaded)."""
-    d = cfg.dino
-    if d.model_name in RANDOM_CONFIGS:
-        return int(RANDOM_CONFIGS[d.model_name]().hidden_size)
-    import os
-
-    from transformers import AutoConfig
-
-    from ..utils.dino_teacher import DinoLoadError, _hub_message
-
-    token = d.hf_token or os.environ.get("HF_TOKEN") or None
-    try:
-        c = AutoConfig.from_pretrained(d.model_name, token=token, local_files_only=bool(os.environ.get("HF_HUB_OFFLINE")))
-    except Exception as e:
-        raise DinoLoadError(_hub_message(d.model_name, token, e)) from None
-    return int(c.hidden_size)
+    return int(load_config(cfg.dino.model_name, cfg.dino.hf_token).hidden_size)
 
 
 class Distiller:
@@ -101,11 +90,19 @@ class Distiller:
     def prewarm(self, batch_size: int = 1) -> None:
         self.teacher(torch.zeros(batch_size, 3, self.imgsz, self.imgsz, device=self.device))
 
-    def end_epoch(self, epoch: int) -> None:
-        """After epoch ``epoch`` (0-based): unload once ``max_epochs`` epochs are done."""
-        if epoch + 1 >= self.d.max_epochs and self.teacher.loaded:
-            self.teacher.unload()
-            self._cache = None
+    def end_epoch(self, epoch: int, optimizer=None) -> None:
+        """After epoch ``epoch`` (0-based): once ``max_epochs`` epochs are done, unload the teacher, drop the
+        feature hook and open the LR gate (no DINO term is left to share the loss)."""
+        if epoch + 1 < self.d.max_epochs:
+            return
+        self.teacher.unload()
+        self._cache = None
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook, self._student_map = None, None
+        self.share, self.gate = 0.0, 1.0
+        for g in (optimizer.param_groups if optimizer is not None else []):
+            g.pop("gate", None)
 
     def batch(self, x: torch.Tensor, indices, epoch: int, step: int) -> DinoBatch | None:
         """The loss's ``dino`` argument for this step (``None``: no DINO terms this step)."""
@@ -125,8 +122,8 @@ class Distiller:
     def after_step(self, items: dict, total: float, optimizer) -> dict:
         """Updates the share EMA and the backbone LR gate; returns what to log."""
         dino_total = items.get("dino/total")
-        if dino_total is not None and total > 0:
-            self.share = 0.9 * self.share + 0.1 * min(max(dino_total / total, 0.0), 1.0)
+        frac = min(max(dino_total / total, 0.0), 1.0) if dino_total is not None and total > 0 else 0.0
+        self.share = 0.9 * self.share + 0.1 * frac     # a step without DINO terms had share 0
         if self.d.bb_lr_gate:
             self.gate = max(self.d.bb_lr_gate_min, 1.0 - self.share)
             for g in optimizer.param_groups:
@@ -135,11 +132,55 @@ class Distiller:
         return {"dino/share": self.share, "dino/bb_lr_gate": self.gate, "dino/skipped_steps": self.skipped_steps,
                 "dino/teacher_loaded": float(self.teacher.loaded)}
 
-    def param_group(self, cfg, weight_decay: float) -> dict | None:
-        if self.head is None or not any(p.requires_grad for p in self.head.parameters()):
-            return None
-        return {"params": [p for p in self.head.parameters()], "name": "distill.decay", "kind": "decay",
-                "lr_scale": cfg["head_lr_scale"], "weight_decay": weight_decay, "lr": cfg["lr0"] * cfg["head_lr_scale"]}
+    def param_groups(self, cfg, weight_decay: float) -> list[dict]:
+        """The head's trainable parameters: weights with decay, biases without (as the model's groups)."""
+        if self.head is None:
+            return []
+        groups = []
+        for kind, wd in (("decay", weight_decay), ("bias", 0.0)):
+            params = [p for n, p in self.head.named_parameters() if n.endswith("bias") == (kind == "bias")]
+            if params:
+                groups.append({"params": params, "name": f"distill.{kind}", "kind": kind, "weight_decay": wd,
+                               "lr_scale": cfg["head_lr_scale"], "lr": cfg["lr0"] * cfg["head_lr_scale"]})
+        return groups
+
+    # ---- DDP ----
+    def sync_grads(self) -> None:
+        """Averages every head gradient over ranks; a rank whose steps had no term for a parameter sends
+        zeros (skipping it would leave the ranks' collectives out of step: a hang)."""
+        if self.head is None:
+            return
+        from yolo_common.distributed import all_reduce_mean
+
+        for p in self.head.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.copy_(all_reduce_mean(p.grad))
+
+    def check_synced(self) -> None:
+        """Raises if the head differs between ranks (its gradient sync or prototype reduction broke)."""
+        if self.head is None:
+            return
+        import torch.distributed as dist
+
+        flat = torch.cat([t.detach().float().flatten() for t in self.head.state_dict().values()])
+        lo, hi = flat.clone(), flat.clone()
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        if not torch.equal(lo, hi):
+            raise RuntimeError(f"the DINO distillation head differs between ranks (max |diff| "
+                               f"{float((hi - lo).abs().max()):.3g}); its gradient sync is broken")
+
+    # ---- checkpoints ----
+    def state_dict(self) -> dict:
+        return {"head": self.head.state_dict() if self.head is not None else None, "share": self.share,
+                "gate": self.gate, "skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.head is not None and state.get("head") is not None:
+            self.head.load_state_dict(state["head"])
+        self.share, self.gate = float(state.get("share", 0.0)), float(state.get("gate", 1.0))
+        self.skipped_steps = int(state.get("skipped_steps", 0))
 
     def close(self) -> None:
         if self._hook is not None:

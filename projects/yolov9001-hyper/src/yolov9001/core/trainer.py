@@ -82,16 +82,17 @@ class Trainer:
         self.global_batch = cfg.batch_size * self.world
         self.accumulate = max(round(cfg.nbs / self.global_batch), 1)
         self.optimizer = build_optimizer(self.model, cfg, cfg.batch_size, self.accumulate)
+        self.scaler = grad_scaler(device, self.precision)
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.use_ema else None
         self.distiller = None
         if cfg.dino.enabled:   # the teacher itself loads on the first step (or at prewarm)
             from .distiller import Distiller
 
+            # after the EMA: its deepcopy of the model must not copy the Distiller's feature hook
             self.distiller = Distiller(cfg, self.model, device)
-            group = self.distiller.param_group(cfg, cfg["weight_decay"] * cfg.batch_size * self.accumulate / cfg.nbs)
-            if group is not None:
+            for group in self.distiller.param_groups(cfg, cfg["weight_decay"] * cfg.batch_size * self.accumulate
+                                                     / cfg.nbs):
                 self.optimizer.add_param_group(group)
-        self.scaler = grad_scaler(device, self.precision)
-        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.use_ema else None
         self.loss_fn = DetectionLoss(self.model, cfg)
         self.start_epoch, self.step, self.best_ap = 0, 0, None
         if resume is not None:
@@ -113,7 +114,7 @@ class Trainer:
                 "model": unwrap(self.model).state_dict(),
                 "ema": self.ema.state_dict() if self.ema else None,
                 # the student-side distillation head (projections, prototypes); never the teacher's weights
-                "distill": self.distiller.head.state_dict() if self.distiller and self.distiller.head else None,
+                "distill": self.distiller.state_dict() if self.distiller else None,
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "config": self.cfg.to_dict(), "names": self.names, "data": self.data}
 
@@ -122,8 +123,8 @@ class Trainer:
         self.model.load_state_dict(ck["model"])
         if self.ema and ck.get("ema"):
             self.ema.load_state_dict(ck["ema"])
-        if self.distiller and self.distiller.head is not None and ck.get("distill"):
-            self.distiller.head.load_state_dict(ck["distill"])
+        if self.distiller and ck.get("distill"):
+            self.distiller.load_state_dict(ck["distill"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scaler.load_state_dict(ck["scaler"])
         self.start_epoch, self.step, self.best_ap = ck["epoch"] + 1, ck["step"], ck["best_ap"]
@@ -139,6 +140,7 @@ class Trainer:
         self.train_loader.sampler.set_epoch(epoch)
         nb = len(self.train_loader)
         totals: dict[str, float] = {}
+        counts: dict[str, int] = {}   # DINO terms exist only on steps with teacher outputs
         seen, t0, t_data = 0, time.time(), 0.0
         pbar = bar(self.train_loader, total=nb, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not (self.progress and self.rank == 0))
@@ -169,6 +171,7 @@ class Trainer:
                 dino_log.update(self.distiller.after_step(items, loss_value, self.optimizer))
             for k, v in {**{k: items[k] for k in ("box", "cls", "dfl", "l1")}, **dino_log}.items():
                 totals[k] = totals.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
             edge = unwrap(self.model).mean_hyperedge_size()
             if self.rank == 0:
                 self.logger.log_train(self.step, epoch + it / nb, loss=loss_value, lr=lr,
@@ -180,23 +183,23 @@ class Trainer:
                     self._heavy_log(images, targets)
             self.step += 1
             t_last = time.time()
-        n = max(nb, 1)
-        out = {k: v / n for k, v in totals.items()}
+        out = {k: v / max(counts[k], 1) for k, v in totals.items()}
+        if self.distiller:   # counters, not means
+            out["dino/skipped_steps"] = self.distiller.skipped_steps
+            out["dino/teacher_loaded"] = float(self.distiller.teacher.loaded)
         out.update(images_per_s=seen * self.world / max(time.time() - t0, 1e-9), data_s=t_data,
                    unreadable=self.train_ds.skipped)
         return out
 
     def _optimizer_step(self) -> None:
-        if self.world > 1 and self.distiller and self.distiller.head is not None:
-            # the head is outside DDP: average its gradients by hand so every rank keeps the same head
-            from yolo_common.distributed import all_reduce_mean
-
-            for p in self.distiller.head.parameters():
-                if p.grad is not None:
-                    p.grad.copy_(all_reduce_mean(p.grad))
+        if self.world > 1 and self.distiller:
+            self.distiller.sync_grads()   # the head is outside DDP
         self.scaler.unscale_(self.optimizer)
         if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            params = list(self.model.parameters())
+            if self.distiller and self.distiller.head is not None:
+                params += list(self.distiller.head.parameters())
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -223,7 +226,9 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.epochs):
             stats = self.train_one_epoch(epoch)
             if self.distiller:
-                self.distiller.end_epoch(epoch)
+                self.distiller.end_epoch(epoch, self.optimizer)
+                if self.world > 1:
+                    self.distiller.check_synced()
                 if self.rank == 0 and any(k.startswith("dino/") for k in stats):
                     share = {k: round(v, 4) for k, v in stats.items() if k.startswith("dino/") and k != "dino/share"}
                     log.info("epoch %d DINO (means per step): %s; share of the loss %.3f", epoch + 1, share,

@@ -75,11 +75,30 @@ def vitb16_config():
 RANDOM_CONFIGS = {TINY: tiny_config, VITB16: vitb16_config}
 
 
-def resolve_quant(quant: str, device: torch.device) -> str:
-    """``auto`` -> the student's own rule (``core.precision``): bf16/fp16 on CUDA, fp32 on CPU."""
-    from ..core.precision import resolve_precision
+def hub_kwargs(hf_token: str | None = None) -> dict:
+    """``from_pretrained`` keywords: the token (``dino.hf_token``, else ``HF_TOKEN``) and cache-only mode
+    under ``HF_HUB_OFFLINE``."""
+    return {"token": hf_token or os.environ.get("HF_TOKEN") or None,
+            "local_files_only": hub_offline()}
 
-    return resolve_precision(quant, device)
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as huggingface_hub reads it (1/true/yes/on; "0" is online)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_config(model_name: str, hf_token: str | None = None):
+    """The teacher's config alone (no weights): a random config's, or the hub's / a folder's config.json,
+    with the same one-message error as the weights. The trainer reads it first to fail fast."""
+    if model_name in RANDOM_CONFIGS:
+        return RANDOM_CONFIGS[model_name]()
+    from transformers import AutoConfig
+
+    kw = hub_kwargs(hf_token)
+    try:
+        return AutoConfig.from_pretrained(model_name, **kw)
+    except Exception as e:  # gated, offline, bad name: one message, no hub traceback
+        raise DinoLoadError(_hub_message(model_name, kw["token"], e)) from None
 
 
 def _hub_message(name: str, token: str | None, err: BaseException) -> str:
@@ -91,7 +110,7 @@ def _hub_message(name: str, token: str | None, err: BaseException) -> str:
                          " with the account of that token") if token else
                      ("the facebook/dinov3-* repos are gated: accept the licence on https://huggingface.co/" +
                       name + ", then set HF_TOKEN (or dino.hf_token)"))
-        if os.environ.get("HF_HUB_OFFLINE"):
+        if hub_offline():
             hints.insert(0, "HF_HUB_OFFLINE is set and the model is not in the local cache")
     return f"DINOv3 teacher: {where} ({type(err).__name__}: {str(err).splitlines()[0][:200]}). " + "; ".join(hints)
 
@@ -112,7 +131,9 @@ class DINOTeacher:
         if resolution <= 0 or resolution % 16:
             raise ValueError(f"dino.resolution must be a positive multiple of 16 (the patch size), got {resolution}")
         self.model_name, self.device, self.resolution = model_name, torch.device(device), int(resolution)
-        self.quant = resolve_quant(quant, self.device)
+        from ..core.precision import resolve_precision
+
+        self.quant = resolve_precision(quant, self.device)   # auto: the student's rule (bf16/fp16 CUDA, fp32 CPU)
         self.hf_token = hf_token or os.environ.get("HF_TOKEN") or None
         self.model = None
         self._cls_attn: torch.Tensor | None = None
@@ -153,9 +174,8 @@ class DINOTeacher:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 return AutoModel.from_config(RANDOM_CONFIGS[self.model_name](), attn_implementation="sdpa")
-        offline = bool(os.environ.get("HF_HUB_OFFLINE"))
         try:
-            return AutoModel.from_pretrained(self.model_name, token=self.hf_token, local_files_only=offline,
+            return AutoModel.from_pretrained(self.model_name, **hub_kwargs(self.hf_token),
                                              attn_implementation="sdpa")
         except Exception as e:  # gated (401/403), offline, missing files, bad name: one message, no traceback
             raise DinoLoadError(_hub_message(self.model_name, self.hf_token, e)) from None

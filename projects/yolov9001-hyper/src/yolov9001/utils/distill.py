@@ -63,9 +63,9 @@ def roi_features(fmap: torch.Tensor, boxes: torch.Tensor, batch_idx: torch.Tenso
     (torchvision ``roi_align`` to 2x2, averaged; boxes smaller than a cell still get a bilinear sample)."""
     from torchvision.ops import roi_align
 
-    rois = torch.cat((batch_idx[:, None].to(boxes.dtype), boxes), 1).to(fmap.dtype if fmap.is_floating_point()
-                                                                        else torch.float32)
-    pooled = roi_align(fmap, rois, output_size=2, spatial_scale=fmap.shape[-1] / imgsz, sampling_ratio=2,
+    # fp32 throughout: box coordinates in a bf16 map's dtype would lose whole pixels (517 -> 516)
+    rois = torch.cat((batch_idx[:, None].float(), boxes.float()), 1)
+    pooled = roi_align(fmap.float(), rois, output_size=2, spatial_scale=fmap.shape[-1] / imgsz, sampling_ratio=2,
                        aligned=True)
     return pooled.mean((2, 3))
 
@@ -88,15 +88,26 @@ class DistillHead(nn.Module):
 
     @torch.no_grad()
     def update_protos(self, feats: torch.Tensor, labels: torch.Tensor, momentum: float) -> None:
-        """EMA of L2-normalised teacher features per class (the first sample of a class initialises it)."""
+        """EMA of L2-normalised teacher features per class (the first batch of a class initialises it).
+
+        Under DDP the per-class sums and counts are summed over ranks first, so every rank keeps the same
+        prototypes (each rank only sees its own GTs). No per-class Python loop: one index_add_.
+        """
+        import torch.distributed as dist
+
         feats = F.normalize(feats.float(), dim=-1)
-        for c in labels.unique().tolist():
-            m = feats[labels == c].mean(0)
-            if self.proto_count[c] == 0:
-                self.protos[c] = m
-            else:
-                self.protos[c] = momentum * self.protos[c] + (1 - momentum) * m
-            self.proto_count[c] += int((labels == c).sum())
+        sums = torch.zeros_like(self.protos).index_add_(0, labels, feats)
+        counts = torch.zeros_like(self.proto_count).index_add_(0, labels, torch.ones_like(labels, dtype=feats.dtype))
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(sums)
+            dist.all_reduce(counts)
+        seen = counts > 0
+        mean = sums / counts.clamp_min(1)[:, None]
+        first = seen & (self.proto_count == 0)
+        later = seen & ~first
+        self.protos[first] = mean[first]
+        self.protos[later] = momentum * self.protos[later] + (1 - momentum) * mean[later]
+        self.proto_count += counts
 
 
 @dataclass
@@ -119,7 +130,7 @@ def contrast_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: flo
 
 def feature_loss(student_map: torch.Tensor, head: DistillHead, teacher_map: torch.Tensor) -> torch.Tensor:
     """1 - cosine(projected student stride-16 features, teacher patches resized to the same grid), mean."""
-    proj = head.feat_proj(student_map.float() if student_map.dtype != head.feat_proj.weight.dtype else student_map)
+    proj = head.feat_proj(student_map.float())   # the head is fp32; the map may be a bf16/fp16 autocast output
     t = teacher_map.float()
     if t.shape[-2:] != proj.shape[-2:]:
         t = F.interpolate(t, size=proj.shape[-2:], mode="bilinear", align_corners=False)
