@@ -65,6 +65,17 @@ def test_single_process_is_noop(monkeypatch):
     D.cleanup()
 
 
+def test_backend_override_is_checked_even_for_one_process():
+    # --dist-backend must never be silently ignored: a pairing that cannot work is refused at once
+    with pytest.raises(ValueError, match="needs a cuda device"):
+        D.init_distributed("cpu", backend="nccl", environ={})
+    with pytest.raises(ValueError, match="needs a hpu device"):
+        D.init_distributed("cpu", backend="HCCL", environ={})
+    with pytest.raises(ValueError, match="unknown distributed backend"):
+        D.init_distributed("cpu", backend="mpi4", environ={})
+    assert not D.init_distributed("cpu", backend="gloo", environ={}).is_distributed
+
+
 def test_get_rank_falls_back_to_env(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")

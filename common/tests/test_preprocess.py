@@ -207,3 +207,39 @@ def test_read_image_turns_any_decoder_failure_into_oserror(tmp_path, monkeypatch
     monkeypatch.setattr(PILImage, "open", patched_open)
     with pytest.raises(OSError, match=r"x\.jpg.*ModuleNotFoundError"):
         read_image(tmp_path / "x.jpg")
+
+
+@pytest.mark.parametrize("center", [True, False])
+@pytest.mark.parametrize("h, w", [(50, 200), (200, 50), (96, 128)])
+def test_non_square_target(center, h, w):
+    # (height, width) target, as YOLOX's `input_size 96,128`: r = min(96/h, 128/w), pad on each axis.
+    spec = LetterboxSpec(size=(96, 128), center=center)
+    assert spec.hw == (96, 128)
+    img = _const(h, w)
+    chw, meta = letterbox(img, spec)
+    assert chw.shape == (3, 96, 128)
+    r = min(96 / h, 128 / w)
+    nw, nh = max(1, round(w * r)), max(1, round(h * r))
+    assert meta.ratio == pytest.approx(r)
+    assert (meta.pad_x, meta.pad_y) == (((128 - nw) // 2, (96 - nh) // 2) if center else (0, 0))
+    # The image occupies exactly its box; everything else is pad.
+    inside = np.zeros((96, 128), bool)
+    inside[meta.pad_y:meta.pad_y + nh, meta.pad_x:meta.pad_x + nw] = True
+    assert np.all(chw[:, ~inside] == pytest.approx(114 / 255))
+    assert np.allclose(chw[:, inside], np.array([10, 200, 60])[:, None] / 255, atol=1e-6)
+    boxes = np.array([[3.0, 4.0, w - 5.0, h - 2.0]])
+    np.testing.assert_allclose(unletterbox_boxes(letterbox_boxes(boxes, meta), meta), boxes, atol=1e-4)
+
+
+def test_non_square_spec_normalises_and_serialises():
+    assert LetterboxSpec(size=(64, 64)) == LetterboxSpec(size=64)      # equal sides are the int
+    spec = YOLOX.with_size([96, 128])
+    assert spec.size == (96, 128) and YOLOX.with_size(96).size == 96
+    d = json.loads(json.dumps(spec.to_dict()))
+    assert d["size"] == [96, 128] and LetterboxSpec.from_dict(d) == spec
+    with pytest.raises(ValueError, match="stride"):
+        LetterboxSpec(size=(64, 100), stride=32)
+    with pytest.raises(ValueError, match="height, width"):
+        LetterboxSpec(size=(1, 2, 3))
+    with pytest.raises(ValueError, match="positive"):
+        LetterboxSpec(size=(0, 32))

@@ -124,6 +124,7 @@ def init_distributed(
     *,
     timeout_s: float = 1800.0,
     environ: Mapping[str, str] | None = None,
+    backend: str | None = None,
 ) -> DistInfo:
     """Creates the default process group when the launcher asked for more than one process.
 
@@ -140,11 +141,22 @@ def init_distributed(
         timeout_s: collective timeout. Generous by default because rank 0 may spend minutes on
             dataset caching or evaluation while the others wait in a barrier.
         environ: launcher environment; ``os.environ`` when ``None``.
+        backend: override ``backend_for(device)`` (a ``--dist-backend`` flag). ``nccl`` needs a CUDA
+            device and ``hccl`` an HPU: any other pairing is refused here, before a rendezvous that
+            would hang or fail deep inside the first collective.
 
     Returns:
         The job's ``DistInfo`` (with ``backend`` set when a group was created).
     """
     environ = os.environ if environ is None else environ
+    # Checked even for one process, so a wrong flag is an error on the laptop, not on the cluster.
+    if backend is not None:
+        backend = backend.lower()
+        need = {"nccl": "cuda", "hccl": "hpu"}.get(backend)
+        if backend not in ("gloo", "nccl", "hccl"):
+            raise ValueError(f"unknown distributed backend {backend!r}; expected gloo, nccl or hccl")
+        if need is not None and torch.device(device).type != need:
+            raise ValueError(f"backend {backend} needs a {need} device, the run is on {torch.device(device)}")
     info = read_launcher_env(environ)
     if dist.is_available() and dist.is_initialized():
         info.backend = dist.get_backend()
@@ -153,7 +165,7 @@ def init_distributed(
         return info
     if not dist.is_available():
         raise RuntimeError("this torch build has no torch.distributed support")
-    backend = backend_for(device)
+    backend = backend or backend_for(device)
     if backend == "hccl":
         # Registers the hccl backend with torch.distributed; only present in Habana's stack.
         import habana_frameworks.torch.distributed.hccl  # noqa: F401

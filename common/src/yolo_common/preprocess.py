@@ -2,9 +2,10 @@
 
 One function, one definition, so that a model trained by one project and evaluated by another sees
 pixels and box coordinates computed the same way. Given an ``H x W`` RGB uint8 image and a
-:class:`LetterboxSpec` with square target size ``S``:
+:class:`LetterboxSpec` with target size ``S`` (square, ``S x S``; or ``(S_h, S_w)``, written ``S``
+below for whichever side the step concerns):
 
-1. **Ratio.** ``r = min(S / H, S / W)`` (images smaller than ``S`` are scaled *up*, as Ultralytics
+1. **Ratio.** ``r = min(S_h / H, S_w / W)`` (images smaller than ``S`` are scaled *up*, as Ultralytics
    does at validation time).
 2. **Resize.** New size ``new_w = max(1, round(W * r))``, ``new_h = max(1, round(H * r))`` (Python
    ``round``, half to even). Resampling is **PIL bilinear** (``Image.resize(..., Image.BILINEAR)``).
@@ -12,7 +13,7 @@ pixels and box coordinates computed the same way. Given an ``H x W`` RGB uint8 i
    ``cv2.INTER_LINEAR``; pixel values therefore differ from an OpenCV letterbox by a few levels on
    downscaled images while every coordinate below is identical. When ``new_w == W and new_h == H``
    no resampling happens at all.
-3. **Pad** to ``S x S`` with ``pad_value`` (pre-scaling pixel units, all channels). With
+3. **Pad** to ``S_h x S_w`` with ``pad_value`` (pre-scaling pixel units, all channels). With
    ``center=True`` the horizontal deficit ``dw = S - new_w`` is split as ``pad_x = dw // 2`` on the
    left and ``dw - dw // 2`` on the right (the odd pixel goes right/bottom, same as Ultralytics'
    ``round(d/2 -/+ 0.1)``), and likewise ``pad_y = dh // 2`` on top. With ``center=False`` the image
@@ -46,7 +47,9 @@ class LetterboxSpec:
     """How to turn an image into a model input. See the module docstring for the exact recipe.
 
     Attributes:
-        size: square target side ``S`` in pixels.
+        size: target side ``S`` in pixels (square), or ``(height, width)`` for a non-square input
+            (YOLOX's ``input_size 96,128``). A pair with equal sides is stored as the int, so square
+            specs compare equal and serialise as before.
         pad_value: fill for the padded area, in 0-255 pixel units before scaling.
         center: centre the image (Ultralytics) or put it top-left (YOLOX).
         rgb: output channel order RGB (True) or BGR (False).
@@ -56,7 +59,7 @@ class LetterboxSpec:
             once, rather than as a shape error deep inside the model).
     """
 
-    size: int = 640
+    size: int | tuple[int, int] = 640
     pad_value: int = 114
     center: bool = True
     rgb: bool = True
@@ -74,11 +77,19 @@ class LetterboxSpec:
                 if len(v) not in (1, 3):
                     raise ValueError(f"LetterboxSpec.{name} must have 1 or 3 values, got {v}")
                 object.__setattr__(self, name, v)
-        if self.size <= 0:
+        size = self.size
+        if isinstance(size, (list, tuple, np.ndarray)):
+            if len(size) != 2:
+                raise ValueError(f"LetterboxSpec.size must be an int or (height, width), got {size}")
+            h, w = (int(v) for v in size)
+            object.__setattr__(self, "size", h if h == w else (h, w))
+        else:
+            object.__setattr__(self, "size", int(size))
+        if min(self.hw) <= 0:
             raise ValueError(f"LetterboxSpec.size must be positive, got {self.size}")
         if not 0 <= self.pad_value <= 255:
             raise ValueError(f"LetterboxSpec.pad_value must be in 0..255, got {self.pad_value}")
-        if self.stride is not None and self.size % self.stride:
+        if self.stride is not None and any(v % self.stride for v in self.hw):
             raise ValueError(f"LetterboxSpec.size={self.size} is not a multiple of stride={self.stride}")
         if self.std is not None and any(s == 0 for s in self.std):
             raise ValueError("LetterboxSpec.std must not contain zeros")
@@ -89,6 +100,8 @@ class LetterboxSpec:
         for name in ("mean", "std"):
             if d[name] is not None:
                 d[name] = list(d[name])
+        if isinstance(d["size"], tuple):
+            d["size"] = list(d["size"])
         return d
 
     @classmethod
@@ -100,10 +113,15 @@ class LetterboxSpec:
             warnings.warn(f"LetterboxSpec.from_dict: ignoring unknown keys {unknown}", stacklevel=2)
         return cls(**{k: v for k, v in d.items() if k in known})
 
-    def with_size(self, size: int) -> LetterboxSpec:
-        """The same spec at another input size."""
+    @property
+    def hw(self) -> tuple[int, int]:
+        """``(height, width)`` of the model input."""
+        return (self.size, self.size) if isinstance(self.size, int) else self.size
+
+    def with_size(self, size: int | tuple[int, int]) -> LetterboxSpec:
+        """The same spec at another input size (an int, or ``(height, width)``)."""
         d = self.to_dict()
-        d["size"] = int(size)
+        d["size"] = size if isinstance(size, (list, tuple)) else int(size)
         return LetterboxSpec.from_dict(d)
 
 
@@ -136,11 +154,11 @@ def letterbox_geometry(orig_w: int, orig_h: int, spec: LetterboxSpec = ULTRALYTI
     Returns:
         ``(meta, new_w, new_h)``.
     """
-    s = spec.size
-    r = min(s / orig_h, s / orig_w)
+    sh, sw = spec.hw
+    r = min(sh / orig_h, sw / orig_w)
     new_w, new_h = max(1, int(round(orig_w * r))), max(1, int(round(orig_h * r)))
     if spec.center:
-        pad_x, pad_y = (s - new_w) // 2, (s - new_h) // 2
+        pad_x, pad_y = (sw - new_w) // 2, (sh - new_h) // 2
     else:
         pad_x, pad_y = 0, 0
     return LetterboxMeta(float(r), pad_x, pad_y, int(orig_w), int(orig_h)), new_w, new_h
@@ -173,20 +191,20 @@ def letterbox(image: np.ndarray, spec: LetterboxSpec = ULTRALYTICS) -> tuple[np.
         spec: the recipe; :data:`ULTRALYTICS` by default.
 
     Returns:
-        ``(chw, meta)``: a ``(3, S, S)`` float32 array and the :class:`LetterboxMeta` to map boxes.
+        ``(chw, meta)``: a ``(3, S_h, S_w)`` float32 array and the :class:`LetterboxMeta` to map boxes.
     """
     image = _as_rgb_uint8(image)
     h, w = image.shape[:2]
     meta, new_w, new_h = letterbox_geometry(w, h, spec)
     if (new_w, new_h) != (w, h):
         image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
-    s = spec.size
+    sh, sw = spec.hw
     # Pad in uint8 (4x less memory traffic than float), then one fused cast+scale pass below.
-    canvas = np.full((s, s, 3), spec.pad_value, dtype=np.uint8)
+    canvas = np.full((sh, sw, 3), spec.pad_value, dtype=np.uint8)
     canvas[meta.pad_y:meta.pad_y + new_h, meta.pad_x:meta.pad_x + new_w] = image
     if not spec.rgb:
         canvas = canvas[:, :, ::-1]
-    chw = np.empty((3, s, s), dtype=np.float32)
+    chw = np.empty((3, sh, sw), dtype=np.float32)
     np.multiply(canvas.transpose(2, 0, 1), np.float32(spec.scale), out=chw, casting="unsafe")
     if spec.mean is not None:
         chw -= np.asarray(spec.mean, np.float32).reshape(-1, 1, 1)

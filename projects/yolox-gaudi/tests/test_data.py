@@ -52,11 +52,65 @@ def test_plain_sample_matches_eval_letterbox(synthetic_coco, source):
 def test_multiscale_identical_per_window_and_in_range():
     exp = get_exp("yolox-s")
     sizes = [multiscale_size(exp, 7, it) for it in range(200)]
-    assert all(480 <= s <= 800 and s % 32 == 0 for s in sizes)
+    assert all(h == w and 480 <= h <= 800 and h % 32 == 0 for h, w in sizes)
     assert all(sizes[i] == sizes[i - i % 10] for i in range(200))   # changes only every 10 iterations
     assert len(set(sizes)) > 3
     nano = get_exp("yolox-nano")
-    assert {multiscale_size(nano, 0, it) for it in range(0, 2000, 10)} <= set(range(320, 641, 32))
+    assert {multiscale_size(nano, 0, it)[0] for it in range(0, 2000, 10)} <= set(range(320, 641, 32))
+
+
+def test_multiscale_keeps_a_non_square_aspect_like_megvii():
+    # Megvii's random_resize: h = 32 k, w = 32 int(k * w0 / h0), k from random_size (or h0/32 +- range).
+    exp = get_exp("yolox-s").merge(["input_size", "96,128", "random_size", "2,6"])
+    sizes = {multiscale_size(exp, 0, it) for it in range(0, 3000, 10)}
+    assert sizes == {(32 * k, 32 * int(k * 128 / 96)) for k in range(2, 7)}
+    fixed = get_exp("yolox-s").merge(["input_size", "96,128", "multiscale_range", "0", "random_size", "None"])
+    assert multiscale_size(fixed, 0, 5) == (96, 128)
+
+
+def test_resize_batch_scales_each_axis():
+    from yolox_gaudi.engine import _resize_batch
+
+    images = torch.rand(2, 3, 64, 96)
+    targets = torch.tensor([[[1.0, 48, 32, 20, 10]]]).repeat(2, 1, 1)
+    out, t = _resize_batch(images, targets, (128, 96))
+    assert out.shape == (2, 3, 128, 96)
+    torch.testing.assert_close(t[0, 0], torch.tensor([1.0, 48, 64, 20, 20]))   # x kept, y doubled
+
+
+@pytest.mark.parametrize("mosaic,affine", [(True, "centre"), (True, "origin"), (False, "centre")])
+def test_non_square_samples_stay_non_square(source, mosaic, affine):
+    """input_size 96,128 is (h, w) in the mosaic, the affine, mixup and the letterbox (it was made square)."""
+    exp = get_exp("yolox-s").merge(["num_classes", "3", "input_size", "96,128", "mosaic_prob", "1",
+                                    "mixup_prob", "1", "mosaic_affine", affine])
+    ds = TrainDataset(source, exp, seed=1)
+    ds.enable_mosaic = mosaic
+    seen = 0
+    for i in range(6):
+        img, t, _ = ds[i]
+        assert img.shape == (3, 96, 128)
+        n = int((t[:, 3] > 0).sum())
+        seen += n
+        b = t[:n]
+        assert (b[:, 1] - b[:, 3] / 2 >= -1e-3).all() and (b[:, 1] + b[:, 3] / 2 <= 128 + 1e-3).all()
+        assert (b[:, 2] - b[:, 4] / 2 >= -1e-3).all() and (b[:, 2] + b[:, 4] / 2 <= 96 + 1e-3).all()
+    assert seen > 0
+    ev = EvalDataset(source.split, (96, 128))
+    assert ev[0][0].shape == (3, 96, 128)
+
+
+def test_non_square_letterbox_puts_boxes_on_the_objects(synthetic_coco, source):
+    """A plain non-square sample: the object pixels sit inside each target box (boxes follow x and y)."""
+    exp = get_exp("yolox-s").merge(["num_classes", "3", "input_size", "64,160", "hsv_prob", "0", "flip_prob", "0"])
+    ds = TrainDataset(source, exp, seed=0)
+    ds.enable_mosaic = False
+    img, t, _ = ds[3]
+    rec = source.split.records[3]
+    r = min(64 / rec.height, 160 / rec.width)
+    n = len(rec.boxes)
+    np.testing.assert_allclose(t[:n, 1].numpy(), (rec.boxes[:, 0] + rec.boxes[:, 2]) / 2 * r, atol=1e-3)
+    np.testing.assert_allclose(t[:n, 2].numpy(), (rec.boxes[:, 1] + rec.boxes[:, 3]) / 2 * r, atol=1e-3)
+    assert (img[:, :, int(160 * 0.99):] == 114).all() or r * rec.width >= 159   # top-left, padded right
 
 
 def test_no_aug_epochs_keep_120_labels_of_a_crowded_image():

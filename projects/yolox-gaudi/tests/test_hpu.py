@@ -102,7 +102,7 @@ def test_mark_step_ordering_with_recording_fake(monkeypatch):
     targets = torch.zeros(2, 4, 5)
     targets[:, 0] = torch.tensor([1, 16, 16, 12, 10])
     loader = [(torch.rand(2, 3, 32, 32) * 255, targets, [0, 1])] * 2
-    state = TrainState(input_size=32)
+    state = TrainState(input_size=(32, 32))
     train_one_epoch(model, YOLOXLoss(2), opt, loader, torch.device("cpu"), epoch=0, exp=exp, state=state,
                     lr_fn=lambda it: 0.0, steps=steps, multiscale=False, loss_on_cpu=True)
     one = ["backward", "mark_step", "optimizer.step", "mark_step", "zero_grad"]
@@ -173,3 +173,74 @@ def test_cli_path_imports_no_torch_before_the_hpu_env_is_set():
             "print(sorted(m for m in ('torch', 'habana_frameworks') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_device_auto_on_a_gaudi_host_gets_the_hpu_setup():
+    """Issue 13 bug 7: --device auto with the Habana packages installed is routed through the same
+    PT_HPU_* set-up as --use_hpu (before torch loads); without them nothing changes."""
+    from yolox_gaudi.train import parse_args, wants_hpu
+
+    have = lambda name: object() if name == "habana_frameworks" else None  # noqa: E731
+    none = lambda name: None  # noqa: E731
+    assert wants_hpu(parse_args([]), find_spec=have)              # --device auto is the default
+    assert not wants_hpu(parse_args([]), find_spec=none)
+    assert not wants_hpu(parse_args(["--device", "cpu"]), find_spec=have)
+    assert wants_hpu(parse_args(["--device", "hpu"]), find_spec=none) and wants_hpu(parse_args(["--hpu"]), none)
+
+
+def test_device_auto_with_a_fake_bridge_sets_the_hpu_variables(tmp_path):
+    # A `habana_frameworks` package that cannot open a device: the variables are set before torch is
+    # imported (config.json records them), then auto falls back to the CPU with a warning and trains.
+    pkg = tmp_path / "fake" / "habana_frameworks"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PT_HPU_")}
+    env["PYTHONPATH"] = str(tmp_path / "fake") + ":" + env.get("PYTHONPATH", "")
+    r = _run_cli(["--name", "yolox-nano", "--threads", "1", "--synthetic", "--synthetic-images", "8",
+                  "--synthetic-size", "64", "--batch-size", "8", "-expn", "auto", "num_classes", "3",
+                  "input_size", "64,64", "test_size", "64,64", "random_size", "2,2", "max_epoch", "1",
+                  "warmup_epochs", "0", "data_num_workers", "0", "output_dir", str(tmp_path)], env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+
+    cfg = json.loads((tmp_path / "auto" / "config.json").read_text())
+    assert cfg["hpu_env"]["PT_HPU_LAZY_MODE"] == "1" and cfg["hpu_env"]["PT_HPU_MAX_COMPOUND_OP_SIZE"] == "100"
+    assert cfg["device"] == "cpu" and "falling back to cpu" in r.stderr
+
+
+def test_lazy_mode_is_the_bridges_not_the_variables(monkeypatch):
+    """Bridges >= 1.21 run eager when PT_HPU_LAZY_MODE is unset: HpuSteps asks the bridge (is_lazy)."""
+    for name in ("habana_frameworks", "habana_frameworks.torch", "habana_frameworks.torch.utils"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    internal = types.ModuleType("habana_frameworks.torch.utils.internal")
+    internal.is_lazy = lambda: False
+    monkeypatch.setitem(sys.modules, "habana_frameworks.torch.utils.internal", internal)
+    monkeypatch.setenv("PT_HPU_LAZY_MODE", "1")
+    assert hpu.bridge_is_lazy() is False
+    steps = hpu.HpuSteps(core=_Recorder())
+    steps.after_backward()
+    assert not steps.lazy and steps.core.calls == []            # eager: no mark_step
+    internal.is_lazy = lambda: True
+    assert hpu.HpuSteps(core=_Recorder()).lazy
+    # a bridge without is_lazy: the variable decides, unset meaning eager (the >= 1.21 default)
+    monkeypatch.delitem(sys.modules, "habana_frameworks.torch.utils.internal")
+    monkeypatch.setitem(sys.modules, "habana_frameworks.torch.utils.internal", None)
+    monkeypatch.delenv("PT_HPU_LAZY_MODE")
+    assert hpu.bridge_is_lazy() is False
+    assert hpu.bridge_is_lazy({"PT_HPU_LAZY_MODE": "1"}) is True
+
+
+def test_no_flag_is_silently_ignored(tmp_path):
+    """Issue 13 bug 8: --hmp-opt-level O2 is refused with the reason; --dist-backend is checked against the
+    device; --cache takes ram|disk."""
+    from yolox_gaudi.train import main, parse_args
+
+    with pytest.raises(SystemExit, match="HMP was removed"):
+        parse_args(["--hmp-opt-level", "O2"])
+    assert parse_args(["--hmp-opt-level", "O1", "--cache"]).cache == "ram"
+    assert parse_args(["--cache", "disk", "--dist_backend", "gloo"]).dist_backend == "gloo"
+    with pytest.raises(SystemExit):
+        parse_args(["--cache", "ssd"])
+    rc = main(["--name", "yolox-nano", "--device", "cpu", "--dist-backend", "nccl", "--synthetic",
+               "output_dir", str(tmp_path)])
+    assert rc == 2

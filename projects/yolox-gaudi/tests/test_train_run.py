@@ -1,34 +1,13 @@
 """End-to-end runs (slow): resume continues the counters; 2 gloo processes == 1 process, same global batch."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
-TINY = ["num_classes", "3", "input_size", "64,64", "test_size", "64,64", "random_size", "2,3",
-        "data_num_workers", "0", "print_interval", "1", "warmup_epochs", "1", "no_aug_epochs", "0"]
-
-
-def _train(tmp_path, extra, opts, name="run", in_process=True):
-    argv = ["--name", "yolox-nano", "--device", "cpu", "--threads", "1",
-           "--synthetic", "--synthetic-images", "16", "--synthetic-size", "64", "-expn", name, *extra,
-           *TINY, "output_dir", str(tmp_path), *opts]
-    if in_process:   # saves an interpreter + torch import per run
-        from yolox_gaudi.train import main
-
-        assert main(argv) == 0
-    else:
-        r = subprocess.run([sys.executable, "-m", "yolox_gaudi.train", *argv], capture_output=True, text=True,
-                           timeout=400)
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return tmp_path / name
-
-
 @pytest.mark.slow
-def test_resume_continues_epoch_and_iteration(tmp_path):
-    root = _train(tmp_path, ["--batch-size", "8"], ["max_epoch", "1"])
+def test_resume_continues_epoch_and_iteration(tmp_path, train):
+    root = train(tmp_path, ["--batch-size", "8"], ["max_epoch", "1"])
     ck = torch.load(root / "checkpoints" / "last.pt", weights_only=True)
     assert (ck["start_epoch"], ck["iteration"]) == (1, 2)         # 16 images / batch 8
     assert (root / "eval" / "metrics.json").is_file() and (root / "curves" / "loss.csv").is_file()
@@ -37,7 +16,7 @@ def test_resume_continues_epoch_and_iteration(tmp_path):
     # as if the process had been killed after logging iterations 3 and 4 (past its last checkpoint)
     with open(root / "logs" / "train.jsonl", "a") as f:
         f.write('{"step": 3, "epoch": 1.5, "time": 0}\n{"step": 4, "epoch": 2.0, "time": 0}\n{"step": 5, "lo')
-    _train(tmp_path, ["--batch-size", "8", "--resume"], ["max_epoch", "2"])
+    train(tmp_path, ["--batch-size", "8", "--resume"], ["max_epoch", "2"])
     ck2 = torch.load(root / "checkpoints" / "last.pt", weights_only=True)
     assert (ck2["start_epoch"], ck2["iteration"], ck2["ema_updates"]) == (2, 4, 4)
     steps = [json.loads(line)["step"] for line in (root / "logs" / "train.jsonl").read_text().splitlines()]
@@ -49,7 +28,7 @@ def test_resume_continues_epoch_and_iteration(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one(tmp_path):
+def test_two_gloo_processes_match_one(tmp_path, train):
     # freeze_bn: BN statistics of a 2-image shard differ from those of the 4-image batch (upstream has
     # no SyncBN), which is the one thing data parallelism legitimately changes; everything else
     # (sharding, loss normalisation, gradient averaging, multiscale, augmentation) must agree.
@@ -57,13 +36,15 @@ def test_two_gloo_processes_match_one(tmp_path):
     # inside epoch 0, which keeps its mosaic
     opts = ["max_epoch", "2", "steps", "3", "freeze_bn", "True", "mosaic_prob", "1", "warmup_epochs", "0",
             "basic_lr_per_img", "0.01"]
-    one = _train(tmp_path, ["--batch-size", "4", "--devices", "1"], opts, "one")
+    one = train(tmp_path, ["--batch-size", "4", "--devices", "1"], opts, "one")
     # --devices 2 without a launcher: the CLI starts 2 ranks itself (torchrun's variables, gloo on CPU)
-    two = _train(tmp_path, ["--batch-size", "4", "--devices", "2"], opts, "two", in_process=False)
+    two = train(tmp_path, ["--batch-size", "4", "--devices", "2", "--dist-backend", "gloo"], opts, "two",
+                in_process=False)
     a = torch.load(one / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(two / "checkpoints" / "last.pt", weights_only=True)
     assert a["iteration"] == b["iteration"] == 3
-    assert json.loads((two / "config.json").read_text())["world_size"] == 2
+    cfg = json.loads((two / "config.json").read_text())
+    assert cfg["world_size"] == 2 and cfg["dist_backend"] == "gloo"
     from yolox_gaudi.config import get_exp
     from yolox_gaudi.model import build_model
 
@@ -77,8 +58,8 @@ def test_two_gloo_processes_match_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_cli_on_a_trained_checkpoint(tmp_path):
-    root = _train(tmp_path, ["--batch-size", "8"], ["max_epoch", "1", "save_history_ckpt", "False"])
+def test_eval_cli_on_a_trained_checkpoint(tmp_path, train):
+    root = train(tmp_path, ["--batch-size", "8"], ["max_epoch", "1", "save_history_ckpt", "False"])
     assert sorted(p.name for p in (root / "checkpoints").glob("*.pt")) == ["best.pt", "last.pt"]
     from yolox_gaudi.eval import main
 
@@ -104,13 +85,13 @@ def test_class_count_mismatch_names_the_annotation_file(synthetic_coco, tmp_path
 
 
 @pytest.mark.slow
-def test_steps_stop_inside_an_epoch_resumes_the_rest_of_it(tmp_path):
+def test_steps_stop_inside_an_epoch_resumes_the_rest_of_it(tmp_path, train):
     """`steps 6` with 4 iterations per epoch stops half-way through epoch 2; --resume must run exactly
     the 2 missing iterations of that epoch on the samples it had not seen, ending bit-identical to a
     run that never stopped (before: the rest of epoch 2 was skipped and training ended 2 steps short)."""
     opts = ["max_epoch", "2", "mosaic_prob", "1", "warmup_epochs", "1", "basic_lr_per_img", "0.01"]
-    whole = _train(tmp_path, ["--batch-size", "4"], opts, "whole")
-    cut = _train(tmp_path, ["--batch-size", "4"], [*opts, "steps", "6"], "cut")
+    whole = train(tmp_path, ["--batch-size", "4"], opts, "whole")
+    cut = train(tmp_path, ["--batch-size", "4"], [*opts, "steps", "6"], "cut")
     mid = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
     assert (mid["start_epoch"], mid["iteration"], mid["epoch_iter"], mid["sampler_offset"]) == (1, 6, 2, 8)
     # epoch_1.pt stays the end of epoch 1; the mid-epoch state is last.pt only
@@ -119,10 +100,10 @@ def test_steps_stop_inside_an_epoch_resumes_the_rest_of_it(tmp_path):
     from yolox_gaudi.train import main
 
     other_batch = ["--name", "yolox-nano", "--device", "cpu", "--threads", "1", "--synthetic", "--synthetic-images",
-                   "16", "--synthetic-size", "64", "-expn", "cut", "--batch-size", "8", "--resume", *TINY,
+                   "16", "--synthetic-size", "64", "-expn", "cut", "--batch-size", "8", "--resume", *train.tiny,
                    "output_dir", str(tmp_path), *opts, "steps", "0"]
     assert main(other_batch) == 2        # another global batch would shift iterations, LR and the sampler offset
-    _train(tmp_path, ["--batch-size", "4", "--resume"], [*opts, "steps", "0"], "cut")
+    train(tmp_path, ["--batch-size", "4", "--resume"], [*opts, "steps", "0"], "cut")
     a = torch.load(whole / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
     assert (b["start_epoch"], b["iteration"], b["epoch_iter"]) == (a["start_epoch"], a["iteration"], 0) == (2, 8, 0)
@@ -166,7 +147,7 @@ def _corrupt(path, how):
 
 
 @pytest.mark.slow
-def test_unreadable_images_are_skipped_and_counted_not_fatal(synthetic_coco, tmp_path, caplog):
+def test_unreadable_images_are_skipped_and_counted_not_fatal(synthetic_coco, tmp_path, caplog, train):
     """Truncated, zero-byte and garbage images (headers trusted by the reader) in train and val: the epoch
     runs with 2 loader workers, each bad file is logged by name and counted, eval drops the bad image."""
     import logging
@@ -174,14 +155,14 @@ def test_unreadable_images_are_skipped_and_counted_not_fatal(synthetic_coco, tmp
 
     data = tmp_path / "coco"
     shutil.copytree(synthetic_coco, data)
-    train = sorted((data / "train2017").iterdir())
-    _corrupt(train[0], "truncate")
-    _corrupt(train[1], "empty")
+    train_files = sorted((data / "train2017").iterdir())
+    _corrupt(train_files[0], "truncate")
+    _corrupt(train_files[1], "empty")
     _corrupt(sorted((data / "val2017").iterdir())[0], "garbage")
     from yolox_gaudi.train import main
 
     argv = ["--name", "yolox-nano", "--device", "cpu", "--threads", "1", "--batch-size", "8", "--data_dir",
-            str(data), "-expn", "bad", *TINY, "data_num_workers", "2", "mosaic_prob", "0", "max_epoch", "2",
+            str(data), "-expn", "bad", *train.tiny, "data_num_workers", "2", "mosaic_prob", "0", "max_epoch", "2",
             "eval_interval", "1",
             "output_dir", str(tmp_path)]
     with caplog.at_level(logging.WARNING):
@@ -196,6 +177,6 @@ def test_unreadable_images_are_skipped_and_counted_not_fatal(synthetic_coco, tmp
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert main([*argv[:-1], str(tmp_path / "v"), "verify_images", "True"]) == 0
-    assert "image does not decode" in caplog.text and train[0].name in caplog.text
+    assert "image does not decode" in caplog.text and train_files[0].name in caplog.text
     metrics = json.loads((tmp_path / "v" / "bad" / "eval" / "metrics.json").read_text())
     assert metrics["unreadable_images"] == 0 and metrics["images"] == 3   # dropped before training

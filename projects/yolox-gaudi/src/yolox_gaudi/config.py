@@ -51,6 +51,15 @@ class Exp:
     enable_mixup: bool = True
     mixup_scale: tuple[float, float] = (0.5, 1.5)
     shear: float = 2.0              # degrees
+    # Where the mosaic's rotation/scale pivots: "centre" (this project: about the 2h x 2w canvas centre,
+    # which lands mid-output, so every scale shows the mosaic's middle) or "origin" (Megvii's
+    # get_affine_matrix: about the canvas corner with +-translate, showing its top-left part).
+    mosaic_affine: str = "centre"
+
+    # ---- assignment ---- #
+    # "0.3.0": in-box OR within 2.5 strides (YOLOX 0.3.0, Habana's port, the published AP table);
+    # "head": within 1.5 strides only (Megvii's Jan 2023 change, reported +0.5 AP on YOLOX-S).
+    simota_rule: str = "0.3.0"
 
     # ---- training schedule ---- #
     warmup_epochs: int = 5
@@ -79,6 +88,18 @@ class Exp:
     nmsthre: float = 0.65
     max_dets: int = 100             # per image, after NMS (COCO counts at most 100)
 
+    def check(self) -> Exp:
+        """Values that types alone cannot rule out; raises ``ValueError`` naming the key."""
+        if self.simota_rule not in ("0.3.0", "head"):
+            raise ValueError(f"config key 'simota_rule': expected 0.3.0|head, got {self.simota_rule!r}")
+        if self.mosaic_affine not in ("centre", "origin"):
+            raise ValueError(f"config key 'mosaic_affine': expected centre|origin, got {self.mosaic_affine!r}")
+        for key in ("input_size", "test_size"):
+            if any(int(v) <= 0 or int(v) % 32 for v in getattr(self, key)):
+                raise ValueError(f"config key {key!r}: (h, w) must be positive multiples of 32 (the largest "
+                                 f"stride), got {getattr(self, key)}")
+        return self
+
     def merge(self, opts: list[str]) -> Exp:
         """Applies ``key value`` pairs in place (type-checked; see the module docstring)."""
         if len(opts) % 2:
@@ -93,7 +114,7 @@ class Exp:
                 setattr(self, key, parse_value(raw, hints[key]))
             except ValueError as e:
                 raise ValueError(f"config key {key!r}: {e}") from None
-        return self
+        return self.check()
 
     @property
     def no_aug_start_epoch(self) -> int:

@@ -24,10 +24,15 @@ PAD = 114
 
 
 class CocoSource:
-    """Images and labels of one split: RGB uint8 pixels, xyxy pixel boxes, contiguous class indices."""
+    """Images and labels of one split: RGB uint8 pixels, xyxy pixel boxes, contiguous class indices.
 
-    def __init__(self, split: DatasetSplit):
+    ``cache``: an optional filled :class:`~yolox_gaudi.cache.ImageCache` (``--cache``) that serves the
+    decoded pixels instead of the files (the same pixels).
+    """
+
+    def __init__(self, split: DatasetSplit, cache=None):
         self.split = split
+        self.cache = cache
         id_to_index = split.category_id_to_index
         self.labels = []
         for r in split.records:
@@ -41,6 +46,8 @@ class CocoSource:
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """``(HxWx3 uint8 RGB, [n, 5] xyxy + class)``; a broken image raises naming the file."""
+        if self.cache is not None:
+            return self.cache.get(i), self.labels[i].copy()
         path = self.split.records[i].path
         try:
             img = read_image(path)
@@ -48,11 +55,12 @@ class CocoSource:
             raise OSError(f"cannot read training image {path}: {e}") from e
         return img, self.labels[i].copy()
 
-    def load_resized(self, i: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Like :meth:`load`, scaled so the longer side fits ``size`` (Megvii's ``load_resized_img``)."""
+    def load_resized(self, i: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`load`, scaled by ``min(h / H, w / W)`` for ``size = (h, w)`` (Megvii's
+        ``load_resized_img``, truncating the new sides as it does)."""
         img, labels = self.load(i)
         h, w = img.shape[:2]
-        r = min(size / h, size / w)
+        r = min(size[0] / h, size[1] / w)
         nw, nh = max(1, int(w * r)), max(1, int(h * r))
         if (nw, nh) != (w, h):
             img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
@@ -73,18 +81,18 @@ def load_coco_split(data_dir: str | Path, split: str, *, verify: bool = False) -
 # ---- augmentation ---------------------------------------------------------------------------------
 
 
-def _affine_image(img: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """Warps ``img`` by the 2x3 forward matrix ``m`` into a ``size x size`` canvas (PIL wants the inverse)."""
+def _affine_image(img: np.ndarray, m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Warps ``img`` by the 2x3 forward matrix ``m`` into an ``h x w`` canvas (PIL wants the inverse)."""
     full = np.vstack([m, [0, 0, 1]])
     inv = np.linalg.inv(full)
     data = tuple(inv[:2].reshape(-1))
-    out = Image.fromarray(img).transform((size, size), Image.AFFINE, data, resample=Image.BILINEAR,
+    out = Image.fromarray(img).transform((hw[1], hw[0]), Image.AFFINE, data, resample=Image.BILINEAR,
                                          fillcolor=(PAD, PAD, PAD))
     return np.asarray(out)
 
 
-def _affine_boxes(boxes: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """Transforms the 4 corners of each box and takes their extent, clipped to the canvas."""
+def _affine_boxes(boxes: np.ndarray, m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Transforms the 4 corners of each box and takes their extent, clipped to the ``h x w`` canvas."""
     if len(boxes) == 0:
         return boxes
     x1, y1, x2, y2 = boxes.T
@@ -92,21 +100,40 @@ def _affine_boxes(boxes: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
                         np.stack([x2, y2], 1)], 1)                                   # [n, 4, 2]
     pts = corners @ m[:, :2].T + m[:, 2]
     out = np.concatenate([pts.min(1), pts.max(1)], 1)
-    return out.clip(0, size)
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, hw[1])
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, hw[0])
+    return out
 
 
-def random_affine_matrix(rng: np.random.Generator, src_center: tuple[float, float], size: int,
+def random_affine_matrix(rng: np.random.Generator, src_center: tuple[float, float], hw: tuple[int, int],
                          degrees: float, translate: float, scale: tuple[float, float], shear: float) -> np.ndarray:
-    """Rotation/scale/shear about ``src_center``, which lands at the output centre +- translation."""
+    """Rotation/scale/shear about ``src_center`` (x, y), which lands at the centre of the ``h x w``
+    output +- ``translate`` of each side (this project's centred mosaic affine)."""
     a = math.radians(rng.uniform(-degrees, degrees))
     s = rng.uniform(*scale)
     sx, sy = (math.tan(math.radians(rng.uniform(-shear, shear))) for _ in range(2))
     rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) * s
     lin = np.array([[1, sx], [sy, 1]]) @ rot
-    t = np.array([rng.uniform(0.5 - translate, 0.5 + translate) * size,
-                  rng.uniform(0.5 - translate, 0.5 + translate) * size])
+    t = np.array([rng.uniform(0.5 - translate, 0.5 + translate) * hw[1],
+                  rng.uniform(0.5 - translate, 0.5 + translate) * hw[0]])
     offset = t - lin @ np.asarray(src_center, float)
     return np.concatenate([lin, offset[:, None]], 1)
+
+
+def megvii_affine_matrix(rng: np.random.Generator, hw: tuple[int, int], degrees: float, translate: float,
+                         scale: tuple[float, float], shear: float) -> np.ndarray:
+    """Megvii's ``get_affine_matrix``: rotation and scale about the canvas *origin*
+    (``cv2.getRotationMatrix2D(angle, (0, 0), scale)``), shear rows mixed as Megvii mixes them, and a
+    translation of +- ``translate`` of each side. The output window is the top-left ``h x w`` of the
+    transformed 2h x 2w mosaic, so the mosaic centre (at 0.5-1.5 of each side) lands off-centre, often
+    out of view at small scales. ``mosaic_affine origin`` picks this to reproduce Megvii's training."""
+    a = math.radians(rng.uniform(-degrees, degrees))
+    s = rng.uniform(*scale)
+    rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]]) * s   # cv2's sign convention
+    shear_x, shear_y = (math.tan(math.radians(rng.uniform(-shear, shear))) for _ in range(2))
+    lin = np.stack([rot[0] + shear_y * rot[1], rot[1] + shear_x * rot[0]])
+    t = np.array([rng.uniform(-translate, translate) * hw[1], rng.uniform(-translate, translate) * hw[0]])
+    return np.concatenate([lin, t[:, None]], 1)
 
 
 def augment_hsv(img: np.ndarray, rng: np.random.Generator, hgain: int = 5, sgain: int = 30,
@@ -128,7 +155,7 @@ class TrainDataset(torch.utils.data.Dataset):
     Set ``epoch`` and ``enable_mosaic`` before iterating a loader (workers copy the dataset when an
     epoch's iterator starts).
 
-    Returns per item ``(image [3, S, S] float32 BGR 0-255, targets [max_labels, 5] (cls, cx, cy, w, h),
+    Returns per item ``(image [3, h, w] float32 BGR 0-255, targets [max_labels, 5] (cls, cx, cy, w, h),
     index)``.
     """
 
@@ -136,9 +163,11 @@ class TrainDataset(torch.utils.data.Dataset):
         self.source = source
         self.exp = exp
         self.seed = int(seed)
-        self.size = int(exp.input_size[0])
+        self.hw = (int(exp.input_size[0]), int(exp.input_size[1]))   # (h, w), as Megvii's input_dim
         self.epoch = 0
         self.enable_mosaic = True
+        # Images with at least one box, for mixup's partner (Megvii redraws until it finds one).
+        self.labelled = np.flatnonzero([len(lab) > 0 for lab in source.labels])
 
     def __len__(self) -> int:
         return len(self.source)
@@ -152,53 +181,64 @@ class TrainDataset(torch.utils.data.Dataset):
         return np.random.default_rng([self.seed, self.epoch, index])
 
     def _mosaic(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        s = self.size
-        xc, yc = (int(rng.uniform(0.5 * s, 1.5 * s)) for _ in range(2))
-        canvas = np.full((2 * s, 2 * s, 3), PAD, np.uint8)
+        h_in, w_in = self.hw
+        yc = int(rng.uniform(0.5 * h_in, 1.5 * h_in))
+        xc = int(rng.uniform(0.5 * w_in, 1.5 * w_in))
+        canvas = np.full((2 * h_in, 2 * w_in, 3), PAD, np.uint8)
         labels = []
         ids = [index] + [int(i) for i in rng.integers(0, len(self.source), 3)]
         for k, i in enumerate(ids):
-            img, lab = self.source.load_resized(i, s)
+            img, lab = self.source.load_resized(i, self.hw)
             h, w = img.shape[:2]
             # Quadrant k: the image's corner touching (xc, yc) is placed at (xc, yc).
             x1 = xc - w if k in (0, 2) else xc
             y1 = yc - h if k in (0, 1) else yc
             cx1, cy1 = max(x1, 0), max(y1, 0)
-            cx2, cy2 = min(x1 + w, 2 * s), min(y1 + h, 2 * s)
+            cx2, cy2 = min(x1 + w, 2 * w_in), min(y1 + h, 2 * h_in)
             canvas[cy1:cy2, cx1:cx2] = img[cy1 - y1:cy2 - y1, cx1 - x1:cx2 - x1]
             lab[:, [0, 2]] += x1
             lab[:, [1, 3]] += y1
             labels.append(lab)
         labels = np.concatenate(labels)
-        labels[:, :4] = labels[:, :4].clip(0, 2 * s)
+        labels[:, [0, 2]] = labels[:, [0, 2]].clip(0, 2 * w_in)
+        labels[:, [1, 3]] = labels[:, [1, 3]].clip(0, 2 * h_in)
         e = self.exp
-        m = random_affine_matrix(rng, (s, s), s, e.degrees, e.translate, e.mosaic_scale, e.shear)
-        out = _affine_image(canvas, m, s)
-        labels[:, :4] = _affine_boxes(labels[:, :4], m, s)
+        if e.mosaic_affine == "origin":
+            m = megvii_affine_matrix(rng, self.hw, e.degrees, e.translate, e.mosaic_scale, e.shear)
+        else:
+            m = random_affine_matrix(rng, (w_in, h_in), self.hw, e.degrees, e.translate, e.mosaic_scale, e.shear)
+        out = _affine_image(canvas, m, self.hw)
+        labels[:, :4] = _affine_boxes(labels[:, :4], m, self.hw)
         return out, labels
 
     def _mixup(self, img: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
-        s = self.size
-        other, olab = self.source.load_resized(int(rng.integers(0, len(self.source))), s)
+        """Megvii's ``MosaicDetection.mixup``, step for step: the partner is a labelled image,
+        letterboxed top-left into a 114-padded ``h x w`` canvas, that canvas scaled by the jitter and
+        maybe flipped, zero-padded to at least ``h x w`` and cropped at a random offset; partner boxes
+        are clipped to the crop and kept whatever their remaining area (the 1-px filter after the
+        letterbox removes the slivers), and the two images are averaged."""
+        h_in, w_in = self.hw
+        other, olab = self.source.load_resized(int(self.labelled[rng.integers(0, len(self.labelled))]), self.hw)
         jit = rng.uniform(*self.exp.mixup_scale)
-        h, w = other.shape[:2]
-        nw, nh = max(1, int(w * jit)), max(1, int(h * jit))
-        other = np.asarray(Image.fromarray(other).resize((nw, nh), Image.BILINEAR))
+        flip = rng.random() > 0.5
+        canvas = np.full((h_in, w_in, 3), PAD, np.uint8)
+        canvas[:other.shape[0], :other.shape[1]] = other
+        nw, nh = max(1, int(w_in * jit)), max(1, int(h_in * jit))
+        canvas = np.asarray(Image.fromarray(canvas).resize((nw, nh), Image.BILINEAR))
         olab[:, :4] *= jit
-        if rng.random() < 0.5:
-            other = other[:, ::-1]
+        olab[:, [0, 2]] = olab[:, [0, 2]].clip(0, nw)
+        olab[:, [1, 3]] = olab[:, [1, 3]].clip(0, nh)
+        if flip:
+            canvas = canvas[:, ::-1]
             olab[:, [0, 2]] = nw - olab[:, [2, 0]]
-        ch, cw = max(nh, s), max(nw, s)
-        big = np.full((ch, cw, 3), PAD, np.uint8)
-        big[:nh, :nw] = other
-        ox, oy = int(rng.integers(0, cw - s + 1)), int(rng.integers(0, ch - s + 1))
-        crop = big[oy:oy + s, ox:ox + s]
-        olab[:, [0, 2]] -= ox
-        olab[:, [1, 3]] -= oy
-        before = (olab[:, 2] - olab[:, 0]) * (olab[:, 3] - olab[:, 1])
-        olab[:, :4] = olab[:, :4].clip(0, s)
-        after = (olab[:, 2] - olab[:, 0]) * (olab[:, 3] - olab[:, 1])
-        olab = olab[after > 0.1 * np.maximum(before, 1e-6)]   # drop boxes mostly cut away
+        big = np.zeros((max(nh, h_in), max(nw, w_in), 3), np.uint8)   # Megvii pads this step with 0
+        big[:nh, :nw] = canvas
+        # Megvii: randint(0, H - h - 1) when the padded image is larger (its last offset is never drawn).
+        oy = int(rng.integers(0, big.shape[0] - h_in)) if big.shape[0] > h_in else 0
+        ox = int(rng.integers(0, big.shape[1] - w_in)) if big.shape[1] > w_in else 0
+        crop = big[oy:oy + h_in, ox:ox + w_in]
+        olab[:, [0, 2]] = (olab[:, [0, 2]] - ox).clip(0, w_in)
+        olab[:, [1, 3]] = (olab[:, [1, 3]] - oy).clip(0, h_in)
         mixed = (0.5 * img.astype(np.float32) + 0.5 * crop.astype(np.float32)).astype(np.uint8)
         return mixed, np.concatenate([labels, olab])
 
@@ -208,7 +248,8 @@ class TrainDataset(torch.utils.data.Dataset):
         mosaic = self.enable_mosaic and rng.random() < e.mosaic_prob
         if mosaic:
             img, labels = self._mosaic(index, rng)
-            if e.enable_mixup and rng.random() < e.mixup_prob:
+            # Megvii mixes only into a mosaic that kept a box, and only with a labelled partner.
+            if e.enable_mixup and len(labels) and len(self.labelled) and rng.random() < e.mixup_prob:
                 img, labels = self._mixup(img, labels, rng)
         else:
             img, labels = self.source.load(index)
@@ -217,7 +258,7 @@ class TrainDataset(torch.utils.data.Dataset):
         if rng.random() < e.flip_prob:
             img = np.ascontiguousarray(img[:, ::-1])
             labels[:, [0, 2]] = img.shape[1] - labels[:, [2, 0]]
-        chw, meta = letterbox(img, YOLOX.with_size(self.size))
+        chw, meta = letterbox(img, YOLOX.with_size(self.hw))
         boxes = letterbox_boxes(labels[:, :4], meta)
         wh = boxes[:, 2:] - boxes[:, :2]
         keep = (wh > 1).all(1)    # Megvii drops boxes of 1 px or less after augmentation
@@ -236,9 +277,9 @@ class TrainDataset(torch.utils.data.Dataset):
 class EvalDataset(torch.utils.data.Dataset):
     """Letterboxed validation images; items are ``(image, (ratio, pad_x, pad_y, w, h), image_id)``."""
 
-    def __init__(self, split: DatasetSplit, size: int):
+    def __init__(self, split: DatasetSplit, size: int | tuple[int, int]):
         self.split = split
-        self.spec = YOLOX.with_size(int(size))
+        self.spec = YOLOX.with_size(size if isinstance(size, int) else tuple(int(v) for v in size))
 
     def __len__(self) -> int:
         return len(self.split.records)
@@ -304,7 +345,7 @@ def build_train_loader(dataset: TrainDataset, batch_per_rank: int, rank: int, wo
                                        pin_memory=False, persistent_workers=False)
 
 
-def build_eval_loader(split: DatasetSplit, size: int, batch_size: int, num_workers: int):
+def build_eval_loader(split: DatasetSplit, size: int | tuple[int, int], batch_size: int, num_workers: int):
     """Sequential loader over the whole split (rank 0 evaluates; see ``engine.evaluate``).
 
     An unreadable image is dropped from its batch and counted (``loader.dataset.skipped``): COCO eval

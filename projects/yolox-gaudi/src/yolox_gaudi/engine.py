@@ -36,35 +36,40 @@ class TrainState:
     iteration: int = 0        # optimiser steps done in total
     epoch_iter: int = 0       # optimiser steps done in epoch ``epoch`` (> 0 only after a mid-epoch stop)
     best_ap: float = 0.0
-    input_size: int = 640     # current multiscale side
+    input_size: tuple[int, int] = (640, 640)   # current multiscale (h, w)
 
 
-def multiscale_size(exp, seed: int, iteration: int) -> int:
-    """The training side for the 10-iteration window containing ``iteration``.
+def multiscale_size(exp, seed: int, iteration: int) -> tuple[int, int]:
+    """The training ``(h, w)`` for the 10-iteration window containing ``iteration``.
 
-    A pure function of (seed, window): every rank computes the same value with no collective (Megvii
-    broadcasts a CUDA tensor from rank 0, which gloo/CPU cannot; Habana's port seeds per rank and can
-    diverge under mpirun).
+    Megvii's ``random_resize``: a factor ``k`` from ``random_size`` (default ``input_h / 32 +-
+    multiscale_range``), ``h = 32 k`` and ``w = 32 int(k * input_w / input_h)``, so a non-square input
+    keeps its aspect. A pure function of (seed, window): every rank computes the same value with no
+    collective (Megvii broadcasts a CUDA tensor from rank 0, which gloo/CPU cannot; Habana's port seeds
+    per rank and can diverge under mpirun).
     """
-    base = int(exp.input_size[0])
+    base_h, base_w = (int(v) for v in exp.input_size)
     if exp.random_size is not None:
         lo, hi = exp.random_size
     else:
-        lo, hi = base // 32 - exp.multiscale_range, base // 32 + exp.multiscale_range
+        lo, hi = base_h // 32 - exp.multiscale_range, base_h // 32 + exp.multiscale_range
     if exp.multiscale_range == 0 and exp.random_size is None:
-        return base
-    return 32 * random.Random(seed * 1_000_003 + iteration // 10).randint(int(lo), int(hi))
+        return base_h, base_w
+    k = random.Random(seed * 1_000_003 + iteration // 10).randint(int(lo), int(hi))
+    return 32 * k, 32 * int(k * base_w / base_h)
 
 
-def _resize_batch(images: torch.Tensor, targets: torch.Tensor, size: int):
-    """Bilinear resize of the batch to ``size`` on the device, targets scaled to match."""
-    h = images.shape[-1]
-    if size == h:
+def _resize_batch(images: torch.Tensor, targets: torch.Tensor, size: tuple[int, int]):
+    """Bilinear resize of the batch to ``size = (h, w)`` on the device, targets (cls, cx, cy, w, h)
+    scaled per axis to match (Megvii's ``Exp.preprocess``)."""
+    h, w = images.shape[-2:]
+    if (h, w) == tuple(size):
         return images, targets
-    scale = size / h
-    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    sy, sx = size[0] / h, size[1] / w
+    images = F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
     targets = targets.clone()
-    targets[..., 1:] *= scale
+    targets[..., 1::2] *= sx
+    targets[..., 2::2] *= sy
     return images, targets
 
 
@@ -169,12 +174,12 @@ def train_one_epoch(model, loss_fn: YOLOXLoss, optimizer, loader, device, *, epo
             remaining = (n_iter - i - 1) * dt
             if run is not None:
                 run.log_train(state.iteration, epoch + (i + 1) / n_iter, lr=lr, images_per_s=ips,
-                              input_size=state.input_size, **vals)
+                              input_size=state.input_size[0], input_w=state.input_size[1], **vals)
             if is_main:
                 log.info("epoch %d/%d iter %d/%d | loss %.3f (iou %.3f obj %.3f cls %.3f l1 %.3f) fg/gt %.2f | "
-                         "lr %.2e | size %d | %.1f img/s | ETA epoch %s", epoch + 1, exp.max_epoch, i + 1, n_iter,
+                         "lr %.2e | size %s | %.1f img/s | ETA epoch %s", epoch + 1, exp.max_epoch, i + 1, n_iter,
                          vals["total_loss"], vals["iou_loss"], vals["conf_loss"], vals["cls_loss"],
-                         vals["l1_loss"], vals["num_fg"], lr, state.input_size, ips, _fmt_eta(remaining))
+                         vals["l1_loss"], vals["num_fg"], lr, "x".join(map(str, state.input_size)), ips, _fmt_eta(remaining))
             t_window, window_iters = time.perf_counter(), 0
     elapsed = time.perf_counter() - t_epoch
     out = {k: v / max(logged, 1) for k, v in sums.items()}

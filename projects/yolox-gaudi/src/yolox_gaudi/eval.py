@@ -108,7 +108,7 @@ def run(args, exp) -> dict:
     precision = "bf16" if args.autocast else "fp16" if args.fp16 else "fp32"
     amp = (lambda: autocast(device, precision)) if precision != "fp32" else None
     steps = hpu.HpuSteps() if device.type == "hpu" else None
-    loader = build_eval_loader(split, exp.test_size[0], args.batch_size, min(exp.data_num_workers, os.cpu_count() or 1))
+    loader = build_eval_loader(split, exp.test_size, args.batch_size, min(exp.data_num_workers, os.cpu_count() or 1))
     metrics, dets = evaluate(model, loader, split, device, exp, amp=amp, steps=steps)
     out = Path(args.out or Path("runs") / "eval" / exp.name)
     metrics["checkpoint"] = str(args.ckpt)

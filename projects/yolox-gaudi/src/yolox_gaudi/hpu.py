@@ -131,18 +131,33 @@ class NoSteps:
         pass
 
 
+def bridge_is_lazy(environ=None) -> bool:
+    """Whether the loaded bridge really runs in lazy mode: its own ``utils.internal.is_lazy()``.
+
+    The variable alone is not the answer: bridges >= 1.21 run eager when ``PT_HPU_LAZY_MODE`` is unset
+    (older ones ran lazy), and a bridge may refuse or override the value. Only when the bridge has no
+    ``is_lazy`` (very old releases) is the variable read, unset meaning eager.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        from habana_frameworks.torch.utils.internal import is_lazy  # type: ignore[import-not-found]
+    except ImportError:
+        return environ.get("PT_HPU_LAZY_MODE", "0") == "1"
+    return bool(is_lazy())
+
+
 class HpuSteps:
     """The lazy-mode graph cuts of Habana's YOLOX port.
 
     Args:
         core: ``habana_frameworks.torch.core`` (tests inject a recording fake).
-        lazy: whether lazy mode is on; in eager/compile modes ``mark_step`` is skipped (the bridge
-            would only warn).
+        lazy: whether lazy mode is on (default: :func:`bridge_is_lazy`, the mode the bridge runs in);
+            in eager/compile modes ``mark_step`` is skipped (the bridge would only warn).
     """
 
     def __init__(self, core=None, lazy: bool | None = None):
         self.core = import_core() if core is None else core
-        self.lazy = os.environ.get("PT_HPU_LAZY_MODE", "1") == "1" if lazy is None else lazy
+        self.lazy = bridge_is_lazy() if lazy is None else lazy
 
     def after_backward(self) -> None:
         """Cuts the graph after ``loss.backward()`` so forward+backward compile and run as one graph."""

@@ -1,8 +1,11 @@
 """SimOTA label assignment and the YOLOX loss (IoU + objectness + classification [+ L1]).
 
-Assignment follows YOLOX 0.3.0, which Habana's port also keeps: candidates are anchors whose centre is
-inside a GT box *or* within 2.5 strides of its centre; cost = class BCE + 3 x (-log IoU) + 1e5 for
-anchors not both inside the box and the centre region; each GT takes its ``dynamic_k`` cheapest
+Assignment follows YOLOX 0.3.0 by default (``simota_rule 0.3.0``, which Habana's port also keeps):
+candidates are anchors whose centre is inside a GT box *or* within 2.5 strides of its centre; cost =
+class BCE + 3 x (-log IoU) + 1e5 for anchors not both inside the box and the centre region.
+``simota_rule head`` is Megvii's January 2023 rule (commit a4152a5, reported +0.5 AP for YOLOX-S):
+candidates are anchors within 1.5 strides of a GT centre, the box test is gone, and the penalty for a
+candidate outside *that* GT's centre square is 1e6. Either way each GT takes its ``dynamic_k`` cheapest
 anchors, ``dynamic_k = max(1, int(sum of its 10 best IoUs))``; an anchor claimed by several GTs goes to
 the cheapest one.
 
@@ -26,9 +29,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-CENTER_RADIUS = 2.5
+# (centre radius in strides, cost added where the geometry test fails) per rule
+SIMOTA_RULES = {"0.3.0": (2.5, 1e5), "head": (1.5, 1e6)}
 IOU_COST_WEIGHT = 3.0
-OUTSIDE_COST = 100000.0
 REG_WEIGHT = 5.0
 
 
@@ -64,9 +67,10 @@ class Assignment:
 
 
 @torch.no_grad()
-def simota_assign(gt_boxes: torch.Tensor, gt_classes: torch.Tensor, pred_boxes: torch.Tensor,
-                  cls_logits: torch.Tensor, obj_logits: torch.Tensor, grid: torch.Tensor) -> Assignment:
-    """SimOTA for one image.
+def simota_cost(gt_boxes: torch.Tensor, gt_classes: torch.Tensor, pred_boxes: torch.Tensor,
+                cls_logits: torch.Tensor, obj_logits: torch.Tensor, grid: torch.Tensor,
+                rule: str = "0.3.0") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SimOTA's candidates and cost for one image (Megvii's ``get_assignments`` up to the matching).
 
     Args:
         gt_boxes: ``[G, 4]`` (cx, cy, w, h) in input pixels, G >= 1.
@@ -74,25 +78,30 @@ def simota_assign(gt_boxes: torch.Tensor, gt_classes: torch.Tensor, pred_boxes: 
         pred_boxes: ``[A, 4]`` decoded predictions (cx, cy, w, h).
         cls_logits: ``[A, nc]``; obj_logits: ``[A]`` or ``[A, 1]``.
         grid: ``[A, 3]`` (x, y, stride) of each anchor.
+        rule: ``"0.3.0"`` (in box or within 2.5 strides) or ``"head"`` (within 1.5 strides only);
+            see the module docstring.
 
     Returns:
-        The :class:`Assignment` (no foreground when no anchor is a candidate).
+        ``(cand_idx [C], cost [G, C], ious [G, C])``; ``C`` may be 0.
     """
-    num_anchors = grid.shape[0]
+    if rule not in SIMOTA_RULES:
+        raise ValueError(f"simota rule must be one of {', '.join(SIMOTA_RULES)}, got {rule!r}")
+    center_radius, outside_cost = SIMOTA_RULES[rule]
     stride = grid[:, 2]
     centers = (grid[:, :2] + 0.5) * stride[:, None]                               # [A, 2]
-    half = gt_boxes[:, None, 2:] / 2
-    in_box = ((centers[None] - (gt_boxes[:, None, :2] - half)).min(-1).values > 0) & \
-             (((gt_boxes[:, None, :2] + half) - centers[None]).min(-1).values > 0)   # [G, A]
-    radius = CENTER_RADIUS * stride[None, :, None]
+    radius = center_radius * stride[None, :, None]
     in_center = ((centers[None] - gt_boxes[:, None, :2]).abs() < radius).all(-1)     # [G, A]
-    candidate = in_box.any(0) | in_center.any(0)                                   # [A]
+    if rule == "head":      # the centre square alone decides, for candidacy and the geometry cost
+        geometry = in_center
+        candidate = in_center.any(0)
+    else:
+        half = gt_boxes[:, None, 2:] / 2
+        in_box = ((centers[None] - (gt_boxes[:, None, :2] - half)).min(-1).values > 0) & \
+                 (((gt_boxes[:, None, :2] + half) - centers[None]).min(-1).values > 0)   # [G, A]
+        geometry = in_box & in_center
+        candidate = in_box.any(0) | in_center.any(0)                               # [A]
     cand_idx = candidate.nonzero().squeeze(1)
-    empty = Assignment(torch.zeros(num_anchors, dtype=torch.bool, device=grid.device),
-                       gt_classes.new_zeros(0), pred_boxes.new_zeros(0))
-    if cand_idx.numel() == 0:
-        return empty
-    geometry_ok = in_box[:, cand_idx] & in_center[:, cand_idx]                     # [G, C]
+    geometry_ok = geometry[:, cand_idx]                                            # [G, C]
 
     ious = bboxes_iou_cxcywh(gt_boxes.float(), pred_boxes[cand_idx].float())      # [G, C]
     iou_cost = -torch.log(ious + 1e-8)
@@ -101,8 +110,17 @@ def simota_assign(gt_boxes: torch.Tensor, gt_classes: torch.Tensor, pred_boxes: 
     log_1mp = torch.log1p(-p).clamp(min=-100)
     gtc = gt_classes.long()
     cls_cost = -log_1mp.sum(1)[None, :] + log_1mp[:, gtc].T - log_p[:, gtc].T      # [G, C]
-    cost = cls_cost + IOU_COST_WEIGHT * iou_cost + OUTSIDE_COST * (~geometry_ok).float()
+    cost = cls_cost + IOU_COST_WEIGHT * iou_cost + outside_cost * (~geometry_ok).float()
+    return cand_idx, cost, ious
 
+
+@torch.no_grad()
+def dynamic_k_matching(cost: torch.Tensor, ious: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each GT takes its ``dynamic_k`` cheapest candidates; a candidate claimed twice goes to the cheapest GT.
+
+    Returns:
+        ``(matching [G, C] bool, dynamic_k [G])``.
+    """
     num_gt, num_cand = cost.shape
     topk_iou = ious.topk(min(10, num_cand), dim=1).values
     dynamic_k = topk_iou.sum(1).int().clamp(min=1, max=num_cand)                   # [G]
@@ -116,9 +134,23 @@ def simota_assign(gt_boxes: torch.Tensor, gt_classes: torch.Tensor, pred_boxes: 
         best_gt = cost[:, claimed_twice].argmin(0)
         matching[:, claimed_twice] = False
         matching[best_gt, claimed_twice.nonzero().squeeze(1)] = True
+    return matching, dynamic_k
+
+
+@torch.no_grad()
+def simota_assign(gt_boxes: torch.Tensor, gt_classes: torch.Tensor, pred_boxes: torch.Tensor,
+                  cls_logits: torch.Tensor, obj_logits: torch.Tensor, grid: torch.Tensor,
+                  rule: str = "0.3.0") -> Assignment:
+    """SimOTA for one image: :func:`simota_cost` then :func:`dynamic_k_matching` (same arguments as
+    :func:`simota_cost`). Returns the :class:`Assignment` (no foreground when no anchor is a candidate)."""
+    num_anchors = grid.shape[0]
+    cand_idx, cost, ious = simota_cost(gt_boxes, gt_classes, pred_boxes, cls_logits, obj_logits, grid, rule)
+    fg_mask = torch.zeros(num_anchors, dtype=torch.bool, device=grid.device)
+    if cand_idx.numel() == 0:
+        return Assignment(fg_mask, gt_classes.new_zeros(0), pred_boxes.new_zeros(0))
+    matching, _ = dynamic_k_matching(cost, ious)
     fg_cand = matching.any(0)                                                      # [C]
     matched_gt = matching[:, fg_cand].float().argmax(0)
-    fg_mask = torch.zeros(num_anchors, dtype=torch.bool, device=grid.device)
     fg_mask[cand_idx[fg_cand]] = True
     matched_iou = ious[:, fg_cand].gather(0, matched_gt[None]).squeeze(0)
     return Assignment(fg_mask, matched_gt, matched_iou)
@@ -134,10 +166,13 @@ class YOLOXLoss:
             docstring); ``None`` in single-process runs.
     """
 
-    def __init__(self, num_classes: int, use_l1: bool = False, num_fg_reduce=None):
+    def __init__(self, num_classes: int, use_l1: bool = False, num_fg_reduce=None, simota_rule: str = "0.3.0"):
+        if simota_rule not in SIMOTA_RULES:
+            raise ValueError(f"simota_rule must be one of {', '.join(SIMOTA_RULES)}, got {simota_rule!r}")
         self.num_classes = num_classes
         self.use_l1 = use_l1
         self.num_fg_reduce = num_fg_reduce
+        self.simota_rule = simota_rule
 
     def assign(self, preds: torch.Tensor, targets: torch.Tensor, grid: torch.Tensor) -> list[Assignment | None]:
         """SimOTA per image; ``None`` for images without labels."""
@@ -149,7 +184,7 @@ class YOLOXLoss:
                 continue
             t = targets[b, :n]
             out.append(simota_assign(t[:, 1:5], t[:, 0].long(), preds[b, :, :4], preds[b, :, 5:],
-                                     preds[b, :, 4], grid))
+                                     preds[b, :, 4], grid, rule=self.simota_rule))
         return out
 
     def __call__(self, preds: torch.Tensor, raw_reg: torch.Tensor, grid: torch.Tensor,

@@ -178,7 +178,6 @@ class YOLOXHead(nn.Module):
         hidden = int(256 * width)
         self.num_classes = num_classes
         self.strides = tuple(strides)
-        self.stems = nn.ModuleList(BaseConv(int(c * width), hidden, 1, 1) for c in in_channels)
         self.cls_convs = nn.ModuleList(nn.Sequential(Conv(hidden, hidden, 3, 1), Conv(hidden, hidden, 3, 1))
                                        for _ in in_channels)
         self.reg_convs = nn.ModuleList(nn.Sequential(Conv(hidden, hidden, 3, 1), Conv(hidden, hidden, 3, 1))
@@ -186,6 +185,9 @@ class YOLOXHead(nn.Module):
         self.cls_preds = nn.ModuleList(nn.Conv2d(hidden, num_classes, 1) for _ in in_channels)
         self.reg_preds = nn.ModuleList(nn.Conv2d(hidden, 4, 1) for _ in in_channels)
         self.obj_preds = nn.ModuleList(nn.Conv2d(hidden, 1, 1) for _ in in_channels)
+        # Registered last, as Megvii does: parameters() then runs in Megvii's order, so an optimizer state
+        # saved by Megvii's trainer lines up with this model's (tests/test_megvii_reference.py).
+        self.stems = nn.ModuleList(BaseConv(int(c * width), hidden, 1, 1) for c in in_channels)
 
     def initialize_biases(self, prior_prob: float = 1e-2) -> None:
         """Start every objectness/class score at ``prior_prob`` so the ~8400 negatives don't swamp step 1."""

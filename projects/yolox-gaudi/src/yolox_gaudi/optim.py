@@ -37,6 +37,61 @@ def build_optimizer(model: nn.Module, exp, lr: float, sgd_class=None) -> torch.o
     return opt
 
 
+def optimizer_param_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> list[list[str]]:
+    """The parameter names of each optimizer group, in the optimizer's order (stored in checkpoints so a
+    resume maps state by name, whatever order either side built its groups in)."""
+    names = {id(p): n for n, p in _unwrap(model).named_parameters()}
+    return [[names[id(p)] for p in g["params"]] for g in optimizer.param_groups]
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, state: dict,
+                         param_names: list[list[str]] | None = None) -> None:
+    """Loads an optimizer ``state_dict`` by parameter *name* rather than position.
+
+    Args:
+        state: ``optimizer.state_dict()`` of the saved run (this project's or Megvii's trainer's).
+        param_names: the saved groups' names (:func:`optimizer_param_names`); ``None`` for a checkpoint
+            without them (Megvii's): its groups are then read in Megvii's ``get_optimizer`` order, which
+            :func:`param_groups` reproduces on a model with Megvii's module names and order.
+
+    Raises:
+        ValueError: the state cannot belong to this model (other groups, names or shapes); the message
+            says which, so the CLI can print it instead of a shape error from inside ``SGD.step``.
+    """
+    ours = optimizer_param_names(optimizer, model)
+    saved_groups = state.get("param_groups", [])
+    if param_names is None:
+        if [len(g["params"]) for g in saved_groups] != [len(g) for g in ours]:
+            raise ValueError(f"its optimizer groups hold {[len(g['params']) for g in saved_groups]} parameters, "
+                             f"this model's {[len(g) for g in ours]} (another model size or layout)")
+        param_names = ours
+    flat_saved = [n for g in param_names for n in g]
+    flat_ours = [n for g in ours for n in g]
+    if len(saved_groups) != len(ours) or set(flat_saved) != set(flat_ours):
+        missing, extra = sorted(set(flat_ours) - set(flat_saved)), sorted(set(flat_saved) - set(flat_ours))
+        raise ValueError(f"its optimizer state is for other parameters (missing {missing[:3]}, unexpected "
+                         f"{extra[:3]}, {len(saved_groups)} groups vs {len(ours)})")
+    saved_id = {}
+    for g, names in zip(saved_groups, param_names):
+        saved_id.update(zip(names, g["params"]))
+    params = {n: p for n, p in _unwrap(model).named_parameters()}
+    new_state, new_groups, pos = {}, [], 0
+    for g_saved, names in zip(saved_groups, ours):
+        ids = list(range(pos, pos + len(names)))
+        pos += len(names)
+        for i, n in zip(ids, names):
+            st = state["state"].get(saved_id[n])
+            if st is None:
+                continue
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.dim() and v.shape != params[n].shape:
+                    raise ValueError(f"its optimizer state {k!r} of {n} has shape {tuple(v.shape)}, the parameter "
+                                     f"{tuple(params[n].shape)}")
+            new_state[i] = st
+        new_groups.append({**{k: v for k, v in g_saved.items() if k != "params"}, "params": ids})
+    optimizer.load_state_dict({"state": new_state, "param_groups": new_groups})
+
+
 def yolox_warm_cos_lr(lr: float, min_lr_ratio: float, total_iters: int, warmup_iters: int,
                       warmup_lr_start: float, no_aug_iters: int, it: int) -> float:
     """Quadratic warm-up, cosine to ``min_lr_ratio * lr``, then flat for the no-aug iterations."""

@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss-on-cpu", dest="loss_on_cpu", action="store_true", default=None,
                    help="SimOTA + loss on the CPU (default on HPU, as the port)")
     g.add_argument("--no-loss-on-cpu", dest="loss_on_cpu", action="store_false")
-    g.add_argument("--dist-backend", default=None, help="accepted for compatibility; chosen by device")
+    g.add_argument("--dist-backend", "--dist_backend", dest="dist_backend", default=None,
+                   choices=("nccl", "gloo", "hccl"),
+                   help="torch.distributed backend (default: hccl on HPU, nccl on CUDA, gloo on CPU)")
     g.add_argument("--num_machines", "--num-machines", type=int, default=1, help="compatibility; use mpirun")
     g.add_argument("--machine_rank", "--machine-rank", type=int, default=0, help="compatibility")
 
@@ -81,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hmp", action="store_true", help="legacy HMP flag: BF16 autocast on HPU")
     g.add_argument("--hmp-bf16", default=None, help="BF16 op list (-> PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST)")
     g.add_argument("--hmp-fp32", default=None, help="FP32 op list (-> PT_HPU_AUTOCAST_FP32_OPS_LIST)")
-    g.add_argument("--hmp-opt-level", default="O1", help="accepted; autocast has one level (O1)")
+    g.add_argument("--hmp-opt-level", default="O1",
+                   help="O1 = BF16 autocast with the op lists (the only level torch.autocast has); O2 (the "
+                        "removed HMP's all-bf16 level) is refused with a message")
     g.add_argument("--hmp-verbose", action="store_true", help="accepted for compatibility")
     g.add_argument("--autocast", dest="autocast", action="store_true", help="BF16 autocast (HPU naming)")
     g.add_argument("--fp16", action="store_true", help="AMP fp16 with loss scaling (CUDA)")
@@ -89,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("logging")
     g.add_argument("-l", "--logger", default="tensorboard", help="tensorboard (always) or wandb (as well)")
-    g.add_argument("--cache", nargs="?", const="ram", default=None, help="accepted; images are read per step")
+    g.add_argument("--cache", nargs="?", const="ram", default=None, choices=("ram", "disk"),
+                   help="cache decoded training images: ram (in memory, shared by loader workers; checks the "
+                        "memory first) or disk (.npy files next to the run); Megvii's --cache")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: key value ...")
     return p
 
@@ -101,9 +107,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     if late:
         raise SystemExit(f"error: {late[0]} comes after the first `key value` override; put every --flag "
                          f"before the overrides (they are argparse REMAINDER, as in Megvii's train.py)")
-    if args.hmp_opt_level not in ("O1", "O2"):
-        raise SystemExit(f"--hmp-opt-level must be O1 or O2, got {args.hmp_opt_level!r}")
+    if args.hmp_opt_level != "O1":
+        # HMP (Gaudi < 1.12) had O1 (op lists) and O2 (everything bf16 but a few ops); torch.autocast has
+        # only the op-list behaviour. Accepting O2 and running O1 would be a silent change of numerics.
+        raise SystemExit(f"error: --hmp-opt-level {args.hmp_opt_level} is not supported: HMP was removed in Gaudi "
+                         f"1.12 and BF16 now runs as torch.autocast with the op lists (= O1). Use O1, and put "
+                         f"the ops you want in bf16 into the --hmp-bf16 list")
     return args
+
+
+def wants_hpu(args, find_spec=None) -> bool:
+    """Whether this run goes to an HPU, decided *before* torch is imported (the ``PT_HPU_*`` variables
+    must be set first). ``--device auto`` counts as HPU when the Habana packages are installed, so it
+    gets the same set-up as ``--use_hpu`` (a CUDA host without them is unaffected; one with both still
+    resolves to CUDA later, and the variables are then simply unused)."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec if find_spec is None else find_spec
+    if args.use_hpu or args.device.startswith("hpu"):
+        return True
+    return args.device == "auto" and find_spec("habana_frameworks") is not None
 
 
 def precision_of(args) -> str:
@@ -168,8 +191,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    use_hpu = args.use_hpu or args.device.startswith("hpu")
-    if use_hpu:
+    if wants_hpu(args):
         from . import hpu
 
         try:

@@ -23,7 +23,7 @@ from .data import CocoSource, TrainDataset, build_eval_loader, build_train_loade
 from .engine import TrainState, evaluate, train_one_epoch
 from .loss import YOLOXLoss
 from .model import build_model, load_pretrained
-from .optim import LRScheduler, ModelEMA, build_optimizer
+from .optim import LRScheduler, ModelEMA, build_optimizer, load_optimizer_state, optimizer_param_names
 
 log = logging.getLogger("yolox_gaudi")
 
@@ -73,6 +73,7 @@ def checkpoint_state(model, ema, optimizer, state: TrainState, exp, seed: int, g
         "model": (ema.ema if ema is not None else raw).state_dict(),
         "train_model": raw.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "optimizer_param_names": optimizer_param_names(optimizer, raw),   # resume maps state by name
         "start_epoch": state.epoch,
         "iteration": state.iteration,
         # A `steps N` stop inside an epoch: how far into it, so --resume runs the rest of that epoch.
@@ -100,7 +101,10 @@ def run(args, exp) -> dict:
         device = resolve_device("hpu" if args.use_hpu else args.device)
     except RuntimeError as e:
         raise DeviceError(str(e)) from e
-    info = init_distributed(device)
+    try:
+        info = init_distributed(device, backend=args.dist_backend)
+    except ValueError as e:
+        raise UsageError(f"--dist-backend: {e}") from None
     try:
         return _run(args, exp, device, info, precision_of(args))
     finally:
@@ -148,7 +152,24 @@ def _run(args, exp, device, info, precision: str) -> dict:
                  f", e.g. {skipped[:3]}" if skipped else "")
     model.to(device)
 
-    source = CocoSource(train_split)
+    cache = None
+    if args.cache:
+        from .cache import ImageCache, default_cache_dir
+
+        # Every rank of a node holds its own ram copy: the memory check shares MemAvailable among them.
+        # The disk cache is written by one rank per node, then read by all.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        cache = ImageCache(train_split.records, args.cache, cache_dir=default_cache_dir(exp.output_dir, data_dir,
+                           exp.train_split), headroom=0.8 / max(local, 1))
+        try:
+            if args.cache == "disk" and info.local_rank != 0:
+                barrier()
+            cache.fill()
+            if args.cache == "disk" and info.local_rank == 0:
+                barrier()
+        except MemoryError as e:
+            raise UsageError(str(e)) from None
+    source = CocoSource(train_split, cache)
     dataset = TrainDataset(source, exp, seed)
     loader = build_train_loader(dataset, batch_per_rank, info.rank, info.world_size, seed, exp.data_num_workers)
     iters_per_epoch = len(loader)
@@ -157,16 +178,26 @@ def _run(args, exp, device, info, precision: str) -> dict:
     lr = exp.basic_lr_per_img * args.batch_size
     lr_fn = LRScheduler(exp, lr, iters_per_epoch)
     optimizer = build_optimizer(model, exp, lr, hpu.fused_sgd_class() if device.type == "hpu" else None)
-    state = TrainState(input_size=int(exp.input_size[0]))
+    state = TrainState(input_size=tuple(int(v) for v in exp.input_size))
 
     ckpts = CheckpointManager(run_root / "checkpoints", keep_history=-1 if exp.save_history_ckpt else 0)
     ema_updates = 0
     if args.resume:
         path = args.ckpt or ckpts.last_path
         ck = load_checkpoint(path)
-        model.load_state_dict(ck.get("train_model", ck["model"]))
-        optimizer.load_state_dict(ck["optimizer"])
-        state.epoch, state.iteration = int(ck["start_epoch"]), int(ck.get("iteration", 0))
+        try:
+            model.load_state_dict(ck.get("train_model", ck["model"]))
+            load_optimizer_state(optimizer, model, ck["optimizer"], ck.get("optimizer_param_names"))
+            state.epoch = int(ck["start_epoch"])
+        except KeyError as e:
+            raise UsageError(f"cannot resume from {path}: it has no {e} entry (a weights-only file? use --ckpt "
+                             f"without --resume to start from its weights)") from None
+        except (RuntimeError, ValueError) as e:
+            raise UsageError(f"cannot resume from {path} with {exp.name} ({exp.num_classes} classes): {e}. "
+                             f"Use --ckpt without --resume to start a new run from its weights.") from None
+        # Megvii's checkpoints have no iteration count: its trainer resumes at start_epoch x iters/epoch
+        # (and sets the EMA's update count to the same), which keeps the LR schedule where it was.
+        state.iteration = int(ck.get("iteration", state.epoch * iters_per_epoch))
         state.best_ap = float(ck.get("best_ap", 0.0))
         ema_updates = int(ck.get("ema_updates", state.iteration))
         saved_batch = ck.get("global_batch")
@@ -199,19 +230,20 @@ def _run(args, exp, device, info, precision: str) -> dict:
         num_fg_reduce = _reduce_via(device)
     else:
         num_fg_reduce = None
-    loss_fn = YOLOXLoss(exp.num_classes, num_fg_reduce=num_fg_reduce)
+    loss_fn = YOLOXLoss(exp.num_classes, num_fg_reduce=num_fg_reduce, simota_rule=exp.simota_rule)
 
     config = {"exp": exp_to_dict(exp), "args": vars(args), "seed": seed, "device": str(device),
               "precision": precision, "world_size": info.world_size, "launcher": info.launcher,
               "batch_per_rank": batch_per_rank, "lr": lr, "iters_per_epoch": iters_per_epoch,
-              "loss_on_cpu": loss_on_cpu, "data_dir": str(data_dir),
+              "loss_on_cpu": loss_on_cpu, "data_dir": str(data_dir), "cache": args.cache,
+              "dist_backend": info.backend or args.dist_backend, "hpu_lazy": getattr(steps, "lazy", None),
               "hpu_env": {k: v for k, v in os.environ.items() if k.startswith("PT_HPU_")}}
     # Records are logged at "iterations done": a resume from iteration I trims the killed run's records
     # after I from the JSONL logs and purges TensorBoard from I + 1 on, so every step appears once.
     run = RunLogger(run_root, config, rank=info.rank, report_to="wandb" if args.logger == "wandb" else None,
                     wandb_project="yolox-gaudi", wandb_run_name=run_root.name,
                     resume_step=state.iteration + 1 if args.resume else None)
-    eval_loader = build_eval_loader(val_split, exp.test_size[0], batch_per_rank, exp.data_num_workers)
+    eval_loader = build_eval_loader(val_split, exp.test_size, batch_per_rank, exp.data_num_workers)
     log.info("%s on %s x%d (%s), global batch %d, %d iters/epoch, lr %.4g, run folder %s",
              exp.name, device, info.world_size, precision, args.batch_size, iters_per_epoch, lr, run_root)
 
