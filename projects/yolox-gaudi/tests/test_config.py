@@ -40,3 +40,89 @@ def test_model_defaults_follow_megvii():
     assert nano.depthwise and nano.input_size == (416, 416) and not nano.enable_mixup and nano.mosaic_prob == 0.5
     with pytest.raises(ValueError, match="unknown model"):
         get_exp("yolox-xl")
+
+
+DATACLASS_EXP = '''
+from dataclasses import dataclass
+from yolox_gaudi.config import YoloxNano
+
+@dataclass
+class Exp(YoloxNano):
+    num_classes: int = 3
+    max_epoch: int = 7
+    act: str = "relu"
+'''
+
+MEGVII_STYLE_EXP = '''
+from yolox_gaudi.config import YoloxNano as MyExp
+
+class Exp(MyExp):
+    def __init__(self):
+        super().__init__()
+        self.num_classes = 3
+        self.max_epoch = 7
+        self.act = "relu"
+'''
+
+
+PLAIN_CLASS_EXP = '''
+from yolox_gaudi.config import YoloxNano
+
+class Exp(YoloxNano):          # no @dataclass: class attributes still count
+    num_classes = 3
+    max_epoch: int = 7
+    act = "relu"
+'''
+
+
+@pytest.mark.parametrize("text", [DATACLASS_EXP, MEGVII_STYLE_EXP, PLAIN_CLASS_EXP])
+def test_experiment_files_in_both_styles(tmp_path, text):
+    from yolox_gaudi.config import load_exp_file
+
+    f = tmp_path / "my_exp.py"
+    f.write_text(text)
+    exp = load_exp_file(f).merge(["warmup_epochs", "1"])
+    assert (exp.num_classes, exp.max_epoch, exp.act, exp.warmup_epochs, exp.depthwise) == (3, 7, "relu", 1, True)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("x = 1\n", "must define `class Exp`"),
+    ("from yolox_gaudi.config import YoloxS\nclass Exp(YoloxS):\n    def get_model(self):\n        pass\n",
+     "never calls"),
+    ("import not_an_installed_module\n", "ModuleNotFoundError"),
+    ("from yolox_gaudi.config import YoloxS\nclass Exp(YoloxS):\n    act: str = 'gelu'\n", "act"),
+])
+def test_bad_experiment_files_are_clear(tmp_path, text, match):
+    from yolox_gaudi.config import load_exp_file
+
+    f = tmp_path / "bad_exp.py"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        load_exp_file(f)
+
+
+@pytest.mark.parametrize("act,cls", [("silu", "SiLU"), ("relu", "ReLU"), ("lrelu", "LeakyReLU")])
+def test_act_reaches_every_conv(act, cls):
+    import torch
+
+    from yolox_gaudi.model import build_model
+
+    model = build_model(get_exp("yolox-nano").merge(["num_classes", "3", "act", act]))
+    acts = {type(m).__name__ for m in model.modules() if isinstance(m, (torch.nn.SiLU, torch.nn.ReLU,
+                                                                         torch.nn.LeakyReLU))}
+    assert acts == {cls}
+    if act == "lrelu":
+        assert all(m.negative_slope == 0.1 for m in model.modules() if isinstance(m, torch.nn.LeakyReLU))
+    out = model.eval()(torch.rand(1, 3, 64, 64) * 255)
+    assert out.shape == (1, 84, 8) and torch.isfinite(out).all()
+
+
+@pytest.mark.slow
+def test_cli_trains_from_an_experiment_file(tmp_path, train):
+    f = tmp_path / "my_exp.py"
+    f.write_text(DATACLASS_EXP)
+    import json
+
+    root = train(tmp_path, ["--batch-size", "8", "-f", str(f)], ["max_epoch", "1"], name="my_exp")
+    cfg = json.loads((root / "config.json").read_text())
+    assert cfg["exp"]["act"] == "relu" and cfg["exp"]["max_epoch"] == 1

@@ -36,11 +36,18 @@ class _Oracle(torch.nn.Module):
 
 
 @pytest.mark.slow
-def test_perfect_predictions_score_one(synthetic_coco):
+@pytest.mark.parametrize("size,preproc", [(128, "pil"), ((96, 160), "pil"), ((96, 160), "cv2"), (128, "legacy")])
+def test_perfect_predictions_score_one(synthetic_coco, size, preproc):
+    # not the synthetic 96 px: the letterbox really rescales, and boxes must map back; a non-square test
+    # size and Megvii's cv2 preproc (int-truncated sides) map boxes the same way
+    if preproc != "pil":
+        pytest.importorskip("cv2")
     split = load_coco_split(synthetic_coco, "val2017")
     exp = get_exp("yolox-nano").merge(["num_classes", "3"])
-    size = 128   # not the synthetic 96 px: the letterbox really rescales, and boxes must map back
-    loader = build_eval_loader(split, size, batch_size=3, num_workers=0)
+    loader = build_eval_loader(split, size, batch_size=3, num_workers=0, preproc=preproc)
+    images = next(iter(loader))[0]
+    assert images.shape[-2:] == ((size, size) if isinstance(size, int) else size)
+    assert (images.max() <= 3) == (preproc == "legacy")        # legacy: ImageNet-normalised, else 0-255
     metrics, dets = evaluate(_Oracle(split, size, 3, 3), loader, split, torch.device("cpu"), exp)
     assert metrics["AP"] > 0.99 and metrics["AP50"] > 0.99
     assert len(dets) == split.num_boxes

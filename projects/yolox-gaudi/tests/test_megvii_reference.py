@@ -292,3 +292,18 @@ def test_resume_from_an_incompatible_checkpoint_is_a_clear_error(tmp_path, capsy
     torch.save({"model": build_model(get_exp("yolox-nano").merge(["num_classes", "3"])).state_dict()}, ckpt)
     assert main(argv) == 2
     assert "has no 'optimizer' entry" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_cv2_preproc_equals_megvii_valtransform(ref, k):
+    """--preproc cv2 / --legacy make the evaluation input exactly as Megvii's ValTransform does."""
+    pytest.importorskip("cv2")
+    from yolox_gaudi.data import megvii_preproc
+
+    case = ref["preproc"][k]
+    bgr = np.array(case["bgr"], np.uint8)
+    out, r = megvii_preproc(bgr, tuple(case["size"]))
+    np.testing.assert_array_equal(out, np.array(case["out"], np.float32))
+    assert r == min(case["size"][0] / bgr.shape[0], case["size"][1] / bgr.shape[1])
+    leg, _ = megvii_preproc(bgr, tuple(case["size"]), legacy=True)
+    np.testing.assert_allclose(leg, np.array(case["legacy"], np.float32), rtol=0, atol=1e-6)

@@ -29,9 +29,9 @@ def test_resume_continues_epoch_and_iteration(tmp_path, train):
 
 @pytest.mark.slow
 def test_two_gloo_processes_match_one(tmp_path, train):
-    # freeze_bn: BN statistics of a 2-image shard differ from those of the 4-image batch (upstream has
-    # no SyncBN), which is the one thing data parallelism legitimately changes; everything else
-    # (sharding, loss normalisation, gradient averaging, multiscale, augmentation) must agree.
+    # freeze_bn: BN statistics of a 2-image shard differ from those of the 4-image batch (Megvii has no
+    # SyncBN), which is the one thing data parallelism legitimately changes (sync_bn: the next test);
+    # everything else (sharding, loss normalisation, gradient averaging, multiscale, augmentation) must agree.
     # max_epoch 2: with no_aug_epochs 0, Megvii's rule makes the last epoch a no-aug one; `steps 3` stops
     # inside epoch 0, which keeps its mosaic
     opts = ["max_epoch", "2", "steps", "3", "freeze_bn", "True", "mosaic_prob", "1", "warmup_epochs", "0",
@@ -58,6 +58,39 @@ def test_two_gloo_processes_match_one(tmp_path, train):
 
 
 @pytest.mark.slow
+def test_sync_bn_makes_two_processes_train_like_one(tmp_path, train):
+    """sync_bn True (CpuSyncBatchNorm2d on gloo): the first update of 2 ranks x 2 images equals that of one
+    process with the 4 images, BN in train mode. Batch-statistic BN on 2x2 feature maps amplifies fp32
+    noise, so the check is on the update (relative to its size), and a run without sync_bn must miss it."""
+    from yolox_gaudi.config import get_exp
+    from yolox_gaudi.model import build_model
+
+    opts = ["max_epoch", "2", "steps", "1", "mosaic_prob", "1", "warmup_epochs", "0", "basic_lr_per_img", "0.01"]
+    one = train(tmp_path, ["--batch-size", "4"], [*opts, "sync_bn", "True"], "one")
+    runs = {sync: train(tmp_path, ["--batch-size", "4", "--devices", "2"], [*opts, "sync_bn", str(sync)], f"two{sync}",
+                        in_process=False) for sync in (True, False)}
+    torch.manual_seed(0)
+    init = build_model(get_exp("yolox-nano").merge(["num_classes", "3"])).state_dict()
+    load = lambda root: torch.load(root / "checkpoints" / "last.pt", weights_only=True)["train_model"]  # noqa: E731
+    ref = load(one)
+
+    def update_error(other):
+        errs = []
+        for k, v in ref.items():
+            if v.is_floating_point() and "running" not in k:
+                du, do = v - init[k], other[k] - init[k]
+                errs.append(float((do - du).norm() / du.norm().clamp(min=1e-12)))
+        return max(errs), sorted(errs)[len(errs) // 2]
+
+    worst, median = update_error(load(runs[True]))
+    assert worst < 0.02 and median < 1e-3, (worst, median)        # measured 0.0027 / 0.00012
+    worst_off, median_off = update_error(load(runs[False]))
+    assert median_off > 0.3, (worst_off, median_off)              # measured 9.1 / 1.48: per-rank statistics
+    key = "backbone.backbone.stem.conv.bn.running_mean"
+    torch.testing.assert_close(load(runs[True])[key], ref[key], rtol=1e-4, atol=1e-3)   # global running statistics
+
+
+@pytest.mark.slow
 def test_eval_cli_on_a_trained_checkpoint(tmp_path, train):
     root = train(tmp_path, ["--batch-size", "8"], ["max_epoch", "1", "save_history_ckpt", "False"])
     assert sorted(p.name for p in (root / "checkpoints").glob("*.pt")) == ["best.pt", "last.pt"]
@@ -69,6 +102,21 @@ def test_eval_cli_on_a_trained_checkpoint(tmp_path, train):
                  "data_num_workers", "0"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"AP", "AP50", "AR100", "per_class"} and -1 <= metrics["AP"] <= 1
+    # Megvii's preprocessing at a non-square size, and COCO test-dev (no labels: a result json, no scores)
+    import shutil
+
+    data = root / "synthetic" / "coco"
+    ann = json.loads((data / "annotations" / "instances_val2017.json").read_text())
+    ann.pop("annotations")
+    (data / "annotations" / "image_info_test-dev2017.json").write_text(json.dumps(ann))
+    shutil.copytree(data / "val2017", data / "test2017")
+    assert main(["--name", "yolox-nano", "-c", str(root / "checkpoints" / "best.pt"), "--data_dir", str(data),
+                 "--tsize", "64,96", "--preproc", "cv2", "--test", "--conf", "0.0", "--out", str(out / "dev"),
+                 "num_classes", "3", "data_num_workers", "0"]) == 0
+    dev = json.loads((out / "dev" / "yolox_testdev_2017.json").read_text())
+    m = json.loads((out / "dev" / "metrics.json").read_text())
+    assert len(dev) > 0 and {d["image_id"] for d in dev} <= {im["id"] for im in ann["images"]}
+    assert "AP" not in m and m["images"] == len(ann["images"]) and m["test_size"] == [64, 96]
     # a checkpoint of another class count is refused with a message naming the file
     assert main(["--name", "yolox-nano", "-c", str(root / "checkpoints" / "best.pt"), "--data_dir",
                  str(root / "synthetic" / "coco"), "--out", str(out), "num_classes", "80"]) == 2

@@ -15,7 +15,8 @@ inputs generated here (the inputs are stored too):
   and resumed runs;
 - ``simota``: ``YOLOXHead.get_assignments`` (candidates, cost, IoUs, dynamic k, matches) on random cases,
   with the 0.3.0 rule (``yolo_head.py`` of tag 0.3.0) and with HEAD's rule;
-- ``mixup``: ``MosaicDetection.mixup`` with scripted random draws on flat-colour images.
+- ``mixup``: ``MosaicDetection.mixup`` with scripted random draws on flat-colour images;
+- ``preproc``: ``ValTransform()`` and ``ValTransform(legacy=True)`` of a random image (eval inputs).
 """
 
 from __future__ import annotations
@@ -261,6 +262,19 @@ def record_mixup() -> list:
     return cases
 
 
+def record_preproc() -> list:
+    from yolox.data.data_augment import ValTransform
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for shape, size in [((37, 53, 3), (64, 96)), ((120, 90, 3), (64, 64))]:
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        out, _ = ValTransform()(img.copy(), None, size)
+        leg, _ = ValTransform(legacy=True)(img.copy(), None, size)
+        cases.append({"bgr": img.tolist(), "size": list(size), "out": _floats(out), "legacy": _floats(leg)})
+    return cases
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--megvii", type=Path, required=True, help="a git clone of Megvii-BaseDetection/YOLOX")
@@ -275,7 +289,8 @@ def main(argv=None) -> int:
     doc = {"megvii_commit": commit, "megvii_0_3_0_commit": tag, "torch": torch.__version__,
            "script": "projects/yolox-gaudi/tools/record_megvii_reference.py",
            "lr": record_lr(), "ema": record_ema(), "optimizer_groups": record_optimizer_groups(),
-           "no_aug": record_no_aug(), "simota": record_simota(args.megvii), "mixup": record_mixup()}
+           "no_aug": record_no_aug(), "simota": record_simota(args.megvii), "mixup": record_mixup(),
+           "preproc": record_preproc()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     with gzip.open(tmp, "wt") as f:

@@ -9,8 +9,10 @@ is an error, and an unknown key is an error naming the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 
 from yolo_common.config import parse_value  # typed string -> field (bools parsed explicitly)
 
@@ -25,6 +27,7 @@ class Exp:
     depth: float = 1.00            # multiplies the number of bottlenecks per CSP layer
     width: float = 1.00            # multiplies every channel count
     depthwise: bool = False        # DWConv instead of dense 3x3 (nano)
+    act: str = "silu"              # silu | relu | lrelu (LeakyReLU 0.1), every BaseConv (Megvii's `act`)
 
     # ---- data ---- #
     data_num_workers: int = 4
@@ -75,6 +78,9 @@ class Exp:
     momentum: float = 0.9
     steps: int = 0                  # > 0: stop after this many iterations in total (seed's `steps 500`)
     freeze_bn: bool = False         # BN in eval mode while training (per-sample independent batches)
+    # BN statistics over the whole global batch across ranks (N ranks then train like 1 process); costs
+    # synchronous all-reduces per BN layer. Megvii has no SyncBN: off by default.
+    sync_bn: bool = False
 
     # ---- logging / checkpoints ---- #
     print_interval: int = 10        # iterations between progress lines
@@ -90,6 +96,8 @@ class Exp:
 
     def check(self) -> Exp:
         """Values that types alone cannot rule out; raises ``ValueError`` naming the key."""
+        if self.act not in ("silu", "relu", "lrelu"):
+            raise ValueError(f"config key 'act': expected silu|relu|lrelu, got {self.act!r}")
         if self.simota_rule not in ("0.3.0", "head"):
             raise ValueError(f"config key 'simota_rule': expected 0.3.0|head, got {self.simota_rule!r}")
         if self.mosaic_affine not in ("centre", "origin"):
@@ -190,10 +198,68 @@ def get_exp(name: str) -> Exp:
     return EXPS[key]()
 
 
+def load_exp_file(path: str | Path) -> Exp:
+    """An experiment file, as Megvii's ``-f exps/my_exp.py``: a Python file defining ``class Exp`` that
+    subclasses one of the configs here. Either style works::
+
+        from dataclasses import dataclass
+        from yolox_gaudi.config import YoloxS
+
+        @dataclass
+        class Exp(YoloxS):            # new defaults as fields
+            num_classes: int = 20
+            max_epoch: int = 100
+
+        class Exp(YoloxS):            # Megvii's style: set attributes in __init__
+            def __init__(self):
+                super().__init__()
+                self.num_classes = 20
+
+    A Megvii file works after its import line becomes ``from yolox_gaudi.config import ...``. Only the
+    config *values* are read: methods such as ``get_model`` or ``get_data_loader`` are not called (the
+    model, data and loop are this project's), so a file that overrides them is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"experiment file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"yolox_exp_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise ValueError(f"{path}: {type(e).__name__}: {e}") from e
+    cls = getattr(module, "Exp", None)
+    if not (isinstance(cls, type) and issubclass(cls, Exp)):
+        raise ValueError(f"{path} must define `class Exp` subclassing yolox_gaudi.config.Exp (or YoloxS, ...)")
+    overridden = [m for m in ("get_model", "get_data_loader", "get_dataset", "get_optimizer", "get_lr_scheduler",
+                              "get_evaluator", "eval") if m in vars(cls)]
+    if overridden:
+        raise ValueError(f"{path}: Exp overrides {overridden}, which this project never calls (only config "
+                         f"values are read); set fields instead")
+    try:
+        exp = cls()
+        # `class Exp(YoloxS): act = "relu"` without @dataclass: the dataclass __init__ would set the
+        # parent's default over the class attribute. Apply such class-level values unless __init__ (Megvii's
+        # style) already set the field to something else.
+        base_defaults = {f.name: getattr(exp, f.name) for f in dataclasses.fields(exp)}
+        for klass in reversed([k for k in cls.__mro__ if issubclass(k, Exp) and "__dataclass_fields__" not in vars(k)]):
+            for name, value in vars(klass).items():
+                if name in base_defaults and not callable(value) and getattr(exp, name) == _field_default(exp, name):
+                    setattr(exp, name, value)
+        return exp.check()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def _field_default(exp: Exp, name: str):
+    f = next(f for f in dataclasses.fields(exp) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
 def exp_to_dict(exp: Exp) -> dict:
     """Plain dict of the config (for config.json and checkpoints)."""
     return dataclasses.asdict(exp)
 
 
 __all__ = ["EXPS", "Exp", "YoloxL", "YoloxM", "YoloxNano", "YoloxS", "YoloxTiny", "YoloxX", "exp_to_dict",
-           "get_exp", "parse_value"]
+           "get_exp", "load_exp_file", "parse_value"]

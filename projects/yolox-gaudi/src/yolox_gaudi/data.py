@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 from yolo_common.data import DatasetSplit, SkipUnreadable, drop_none, read_coco, verify_images
-from yolo_common.preprocess import YOLOX, letterbox, letterbox_boxes, read_image
+from yolo_common.preprocess import YOLOX, LetterboxMeta, letterbox, letterbox_boxes, read_image
 
 PAD = 114
 
@@ -274,12 +274,58 @@ class TrainDataset(torch.utils.data.Dataset):
         return torch.from_numpy(chw), torch.from_numpy(targets), index
 
 
-class EvalDataset(torch.utils.data.Dataset):
-    """Letterboxed validation images; items are ``(image, (ratio, pad_x, pad_y, w, h), image_id)``."""
+PREPROCS = ("pil", "cv2", "legacy")
+LEGACY_MEAN, LEGACY_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # Megvii's pre-0.1.1 weights (RGB)
 
-    def __init__(self, split: DatasetSplit, size: int | tuple[int, int]):
+
+def _cv2():
+    """OpenCV, only for the Megvii-exact evaluation path (a clear error when it is missing)."""
+    try:
+        import cv2
+    except ImportError as e:
+        raise ImportError(f"--preproc cv2 / --legacy need OpenCV ({e}): pip install 'yolox-gaudi[opencv]'") from e
+    return cv2
+
+
+def megvii_preproc(bgr: np.ndarray, hw: tuple[int, int], legacy: bool = False) -> tuple[np.ndarray, float]:
+    """Megvii's ``preproc`` (+ ``ValTransform(legacy)``): ``cv2.resize`` INTER_LINEAR to
+    ``(int(w r), int(h r))`` with ``r = min(h_in / h, w_in / w)``, top-left on a 114 canvas, BGR 0-255
+    CHW float32; ``legacy`` (weights from before 0.1.1rc0) then flips to RGB, divides by 255 and
+    normalises with the ImageNet mean/std. Returns ``(chw, r)``.
+
+    For evaluating official weights exactly as Megvii does (``--preproc cv2`` / ``--legacy``): PIL's
+    bilinear filter (the project's letterbox) antialiases when it shrinks, cv2's does not, so pixels
+    differ by a few levels on downscaled images.
+    """
+    cv2 = _cv2()
+
+    h_in, w_in = hw
+    r = min(h_in / bgr.shape[0], w_in / bgr.shape[1])
+    resized = cv2.resize(bgr, (int(bgr.shape[1] * r), int(bgr.shape[0] * r)), interpolation=cv2.INTER_LINEAR)
+    canvas = np.full((h_in, w_in, 3), PAD, np.uint8)
+    canvas[:resized.shape[0], :resized.shape[1]] = resized
+    chw = np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32)
+    if legacy:
+        chw = chw[::-1].copy() / 255.0
+        chw -= np.array(LEGACY_MEAN, np.float32).reshape(3, 1, 1)
+        chw /= np.array(LEGACY_STD, np.float32).reshape(3, 1, 1)
+    return chw.astype(np.float32), r
+
+
+class EvalDataset(torch.utils.data.Dataset):
+    """Validation images; items are ``(image, LetterboxMeta, image_id)``.
+
+    ``preproc``: ``"pil"`` (default: the letterbox training uses, ``yolo_common.preprocess``), ``"cv2"``
+    (Megvii's ``preproc``: cv2 decode and resize) or ``"legacy"`` (cv2 + Megvii's ``--legacy``
+    normalisation, for weights from before 0.1.1rc0). See :func:`megvii_preproc`.
+    """
+
+    def __init__(self, split: DatasetSplit, size: int | tuple[int, int], preproc: str = "pil"):
+        if preproc not in PREPROCS:
+            raise ValueError(f"preproc must be one of {', '.join(PREPROCS)}, got {preproc!r}")
         self.split = split
         self.spec = YOLOX.with_size(size if isinstance(size, int) else tuple(int(v) for v in size))
+        self.preproc = preproc
 
     def __len__(self) -> int:
         return len(self.split.records)
@@ -289,6 +335,14 @@ class EvalDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         r = self.split.records[i]
+        if self.preproc != "pil":
+            cv2 = _cv2()
+            bgr = cv2.imread(str(r.path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise OSError(f"cannot read validation image {r.path}: cv2.imread could not decode it")
+            chw, ratio = megvii_preproc(bgr, self.spec.hw, legacy=self.preproc == "legacy")
+            meta = LetterboxMeta(float(ratio), 0, 0, int(bgr.shape[1]), int(bgr.shape[0]))
+            return torch.from_numpy(chw), meta, int(r.image_id)
         try:
             img = read_image(r.path)
         except OSError as e:
@@ -345,12 +399,13 @@ def build_train_loader(dataset: TrainDataset, batch_per_rank: int, rank: int, wo
                                        pin_memory=False, persistent_workers=False)
 
 
-def build_eval_loader(split: DatasetSplit, size: int | tuple[int, int], batch_size: int, num_workers: int):
+def build_eval_loader(split: DatasetSplit, size: int | tuple[int, int], batch_size: int, num_workers: int,
+                      preproc: str = "pil"):
     """Sequential loader over the whole split (rank 0 evaluates; see ``engine.evaluate``).
 
     An unreadable image is dropped from its batch and counted (``loader.dataset.skipped``): COCO eval
     then scores it as an image with no detections, which lowers recall rather than hiding the image.
     """
-    return torch.utils.data.DataLoader(SkipUnreadable(EvalDataset(split, size), mode="drop"),
+    return torch.utils.data.DataLoader(SkipUnreadable(EvalDataset(split, size, preproc), mode="drop"),
                                        batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                        collate_fn=drop_none(eval_collate))

@@ -179,7 +179,8 @@ def train_one_epoch(model, loss_fn: YOLOXLoss, optimizer, loader, device, *, epo
                 log.info("epoch %d/%d iter %d/%d | loss %.3f (iou %.3f obj %.3f cls %.3f l1 %.3f) fg/gt %.2f | "
                          "lr %.2e | size %s | %.1f img/s | ETA epoch %s", epoch + 1, exp.max_epoch, i + 1, n_iter,
                          vals["total_loss"], vals["iou_loss"], vals["conf_loss"], vals["cls_loss"],
-                         vals["l1_loss"], vals["num_fg"], lr, "x".join(map(str, state.input_size)), ips, _fmt_eta(remaining))
+                         vals["l1_loss"], vals["num_fg"], lr, "x".join(map(str, state.input_size)), ips,
+                         _fmt_eta(remaining))
             t_window, window_iters = time.perf_counter(), 0
     elapsed = time.perf_counter() - t_epoch
     out = {k: v / max(logged, 1) for k, v in sums.items()}
@@ -219,7 +220,8 @@ def postprocess(outputs: torch.Tensor, conf_thre: float, nms_thre: float, max_de
 
 
 @torch.no_grad()
-def evaluate(model, loader, split, device, exp, *, amp=None, steps=None, is_main: bool = True) -> tuple[dict, list]:
+def evaluate(model, loader, split, device, exp, *, amp=None, steps=None, is_main: bool = True,
+             score: bool = True) -> tuple[dict, list]:
     """COCO evaluation of ``model`` over ``loader`` through ``yolo_common.evaluation.coco_map``.
 
     Args:
@@ -230,6 +232,7 @@ def evaluate(model, loader, split, device, exp, *, amp=None, steps=None, is_main
         exp: config (``test_conf``, ``nmsthre``, ``max_dets``).
         amp: autocast context factory or ``None``.
         steps: HPU graph cuts (a ``sync`` after each batch's forward).
+        score: run COCO eval (off for COCO test-dev, which has no labels: only the detections come back).
 
     Returns:
         ``(metrics, detections)``: the 12 COCO stats (+ per-class AP, timing) and COCO result dicts.
@@ -270,7 +273,7 @@ def evaluate(model, loader, split, device, exp, *, amp=None, steps=None, is_main
             rate = n_img / (time.perf_counter() - t0)
             log.info("eval %d/%d batches | %.1f img/s | ETA %s", b + 1, n_batches, rate,
                      _fmt_eta((len(loader.dataset) - n_img) / max(rate, 1e-9)))
-    metrics = coco_map(to_coco_dict(split), dets)
+    metrics = coco_map(to_coco_dict(split), dets) if score else {}
     metrics["images"] = n_img
     metrics["unreadable_images"] = int(getattr(loader.dataset, "skipped", 0)) - skipped_before   # this eval
     metrics["inference_images_per_s"] = n_img / max(t_infer, 1e-9)

@@ -240,8 +240,12 @@ class YOLOX(nn.Module):
         return self.head(self.backbone(x))
 
 
+ACTIVATIONS = {"silu": lambda: nn.SiLU(inplace=True), "relu": lambda: nn.ReLU(inplace=True),
+               "lrelu": lambda: nn.LeakyReLU(0.1, inplace=True)}    # Megvii's get_activation
+
+
 def build_model(exp) -> YOLOX:
-    """The YOLOX of an experiment config (depth, width, depthwise, num_classes), Megvii-initialised.
+    """The YOLOX of an experiment config (depth, width, depthwise, act, num_classes), Megvii-initialised.
 
     Args:
         exp: a :class:`yolox_gaudi.config.Exp`.
@@ -250,6 +254,15 @@ def build_model(exp) -> YOLOX:
     backbone = YOLOPAFPN(exp.depth, exp.width, in_channels, exp.depthwise)
     head = YOLOXHead(exp.num_classes, exp.width, in_channels=in_channels, depthwise=exp.depthwise)
     model = YOLOX(backbone, head)
+    act = getattr(exp, "act", "silu")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
+    if act != "silu":
+        # Megvii passes `act` to every BaseConv (backbone, neck and head); every activation of the
+        # network lives in a BaseConv, so swapping them after construction is the same network.
+        for m in model.modules():
+            if isinstance(m, BaseConv):
+                m.act = ACTIVATIONS[act]()
     model.head.initialize_biases(1e-2)
     return model
 

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model and data")
     g.add_argument("-n", "--name", "--model-name", dest="name", default="yolox-s",
                    help="yolox-nano|tiny|s|m|l|x")
+    g.add_argument("-f", "--exp_file", "--exp-file", dest="exp_file", default=None,
+                   help="experiment file defining `class Exp` (Megvii's -f); wins over --name")
     g.add_argument("-expn", "--experiment-name", default=None, help="run folder name (default: the model name)")
     g.add_argument("-b", "--batch-size", type=int, default=64, help="GLOBAL batch size over all devices")
     g.add_argument("--data_dir", "--data-dir", dest="data_dir", default=None,
@@ -184,10 +186,10 @@ def main(argv=None) -> int:
     """Entry point: set HPU variables, maybe spawn ranks, then train."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    from .config import get_exp
+    from .config import get_exp, load_exp_file
 
     try:
-        exp = get_exp(args.name).merge(args.opts)
+        exp = (load_exp_file(args.exp_file) if args.exp_file else get_exp(args.name)).merge(args.opts)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

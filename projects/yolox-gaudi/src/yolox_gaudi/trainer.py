@@ -122,7 +122,9 @@ def _run(args, exp, device, info, precision: str) -> dict:
     batch_per_rank = args.batch_size // info.world_size
     seed = seed_everything(args.seed)
 
-    run_root = Path(exp.output_dir) / (args.experiment_name or exp.name)
+    # Megvii names the run after the experiment file when there is one
+    exp_file = getattr(args, "exp_file", None)
+    run_root = Path(exp.output_dir) / (args.experiment_name or (Path(exp_file).stem if exp_file else exp.name))
     data_dir = resolve_data_dir(args)
     if args.synthetic:
         data_dir = str(run_root / "synthetic" / "coco")
@@ -145,6 +147,10 @@ def _run(args, exp, device, info, precision: str) -> dict:
     scaler = grad_scaler(device, precision) if device.type == "cuda" and precision == "fp16" else None
 
     model = build_model(exp)
+    if exp.sync_bn and info.world_size > 1:
+        from .syncbn import convert_sync_bn
+
+        model = convert_sync_bn(model, device)
     if args.ckpt and not args.resume:
         ck = load_checkpoint(args.ckpt)
         skipped = load_pretrained(model, ck.get("model", ck))
