@@ -146,3 +146,39 @@ def test_draw_boxes_colours_and_tags():
     assert tuple(out[25, 10]) == PALETTE[1] and tuple(out[25, 30]) == (0, 0, 0)   # outline, not fill
     assert img.sum() == 0                                                       # input untouched
     assert np.asarray(draw_boxes(img, [[1, 1, 5, 5]], [7], ["a"])).any()        # unknown label: its number
+
+
+def test_output_names_are_unique_when_stems_repeat():
+    from pathlib import Path
+
+    from yolo_common.data import output_names
+
+    files = [Path("a/x.jpg"), Path("b/x.png"), Path("a/y.jpg")]
+    assert output_names(files) == ["00000_x", "00001_x", "y"]
+    assert output_names([]) == []
+
+
+def test_detection_writer_outputs(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from yolo_common.draw import DetectionWriter
+
+    files = [Path("a/x.jpg"), Path("b/x.jpg"), Path("c/bad.jpg")]
+    w = DetectionWriter(tmp_path / "out", files, ["cat", "dog"], "tool")
+    img = np.zeros((20, 30, 3), np.uint8)
+    w.add(0, files[0], img, [[1, 2, 10, 12]], [1], [0.875])
+    w.add(1, files[1], Image.fromarray(img), [], [], [])
+    w.skip(files[2], "cannot decode")
+    res = w.close(checkpoint="ck.pt")
+    assert res == {"images": 2, "failed": ["c/bad.jpg"], "out": str(tmp_path / "out")}
+    doc = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert doc["checkpoint"] == "ck.pt" and [i["output"] for i in doc["images"]] == ["00000_x.jpg", "00001_x.jpg"]
+    assert doc["images"][0]["detections"] == [{"class": "dog", "score": 0.875, "bbox": [1, 2, 10, 12]}]
+    assert (doc["images"][0]["width"], doc["images"][0]["height"]) == (30, 20)
+    assert Image.open(tmp_path / "out" / "00000_x.jpg").size == (30, 20)
+    err = capsys.readouterr()
+    assert "[tool] skipped c/bad.jpg: cannot decode" in err.err and "2 images, 1 detections" in err.out

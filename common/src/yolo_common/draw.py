@@ -25,3 +25,53 @@ def draw_boxes(img, boxes, labels, names: Sequence[str], scores=None) -> Image.I
         d.rectangle([x0, y0, x0 + d.textlength(tag) + 4, y0 + 11], fill=color)
         d.text((x0 + 2, y0), tag, fill=(255, 255, 255))
     return im
+
+
+class DetectionWriter:
+    """The output of a detect/demo CLI over a list of images: ``<out>/<name>.jpg`` with the boxes drawn and
+    one ``<out>/detections.json`` (``{..meta, "images": [{"file", "output", "width", "height",
+    "detections": [{"class", "score", "bbox": [x1, y1, x2, y2]}]}], "failed": [files]}``).
+
+    Output names come from :func:`yolo_common.data.output_names` (unique when stems repeat). An unreadable
+    input is named on stderr by :meth:`skip` and listed under ``failed``; the rest still run.
+    """
+
+    def __init__(self, out, files: Sequence, names: Sequence[str], tag: str):
+        from pathlib import Path
+
+        from .data import output_names
+
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.names, self.tag = list(names), tag
+        self._stems = output_names([Path(f) for f in files])
+        self.images: list[dict] = []
+        self.failed: list[str] = []
+
+    def skip(self, file, error) -> None:
+        import sys
+
+        print(f"[{self.tag}] skipped {file}: {error}", file=sys.stderr)
+        self.failed.append(str(file))
+
+    def add(self, k: int, file, img, boxes, labels, scores) -> dict:
+        """Draws and records image ``k`` (``img`` RGB array or PIL; pixel xyxy ``boxes``)."""
+        name = self._stems[k]
+        im = draw_boxes(img, boxes, labels, self.names, scores)
+        im.save(self.out / f"{name}.jpg", quality=90)
+        label = lambda c: self.names[c] if 0 <= c < len(self.names) else str(c)  # noqa: E731
+        rec = {"file": str(file), "output": f"{name}.jpg", "width": im.width, "height": im.height,
+               "detections": [{"class": label(int(c)), "score": float(s), "bbox": [round(float(v), 2) for v in b]}
+                              for b, c, s in zip(boxes, labels, scores)]}
+        self.images.append(rec)
+        return rec
+
+    def close(self, **meta) -> dict:
+        """Writes detections.json (atomically) and prints the one-line summary; returns the counts."""
+        from .checkpoint import atomic_write_json
+
+        atomic_write_json(self.out / "detections.json", {**meta, "images": self.images, "failed": self.failed})
+        n = sum(len(r["detections"]) for r in self.images)
+        print(f"[{self.tag}] {len(self.images)} images, {n} detections"
+              f"{f', {len(self.failed)} unreadable skipped' if self.failed else ''} -> {self.out}")
+        return {"images": len(self.images), "failed": self.failed, "out": str(self.out)}

@@ -15,6 +15,15 @@ def synthetic_coco(tmp_path_factory):
     return make_synthetic(out, layouts=("coco",), num_train=16, num_val=4, image_size=96, seed=0)["coco"]
 
 
+@pytest.fixture(scope="session")
+def synthetic_voc(tmp_path_factory):
+    """The same kind of set in the VOC layout (``VOCdevkit/VOC2012``, image sets train / val)."""
+    from yolo_common.synthetic import make_synthetic
+
+    out = tmp_path_factory.mktemp("shapes_voc")
+    return make_synthetic(out, layouts=("voc",), num_train=16, num_val=4, image_size=96, seed=0)["voc"]
+
+
 
 @pytest.fixture(autouse=True)
 def _one_cpu_thread():

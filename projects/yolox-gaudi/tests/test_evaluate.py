@@ -54,6 +54,34 @@ def test_perfect_predictions_score_one(synthetic_coco, size, preproc):
     assert {d["category_id"] for d in dets} <= {c["id"] for c in split.categories}
 
 
+@pytest.mark.parametrize("sets", ["val", "2012/val", "2012/train+2012/val"])
+def test_perfect_predictions_score_one_on_voc(synthetic_voc, sets):
+    """A VOC root goes through VOC mAP (Megvii's map_5095 and mAP50); joined image sets get running ids."""
+    from yolox_gaudi.data import load_dataset_split
+
+    split = load_dataset_split(synthetic_voc, sets)
+    assert split.layout == "voc" and len({r.image_id for r in split.records}) == len(split.records)
+    exp = get_exp("yolox-nano").merge(["num_classes", str(len(split.categories))])
+    loader = build_eval_loader(split, 128, batch_size=3, num_workers=0)
+    metrics, dets = evaluate(_Oracle(split, 128, len(split.categories), 3), loader, split, torch.device("cpu"), exp)
+    assert metrics["metric"] == "voc (all-point)"
+    assert metrics["AP50"] > 0.99 and metrics["AP"] > 0.99 and len(dets) == split.num_boxes
+    # a detection moved off its object by half its width: AP50 drops, the stricter thresholds more
+    loader = build_eval_loader(split, 128, batch_size=3, num_workers=0)
+    oracle = _Oracle(split, 128, len(split.categories), 3)
+    for out in oracle.outs:
+        out[:, :, 0] += out[:, :, 2] * 0.2
+    shifted, _ = evaluate(oracle, loader, split, torch.device("cpu"), exp)
+    assert shifted["AP"] < shifted["AP50"] and shifted["AP"] < 0.9
+
+
+def test_voc_root_with_coco_split_names_is_a_clear_error(synthetic_voc):
+    from yolox_gaudi.data import load_dataset_split
+
+    with pytest.raises(ValueError, match="2007/trainval"):
+        load_dataset_split(synthetic_voc, "train2017")
+
+
 def test_postprocess_nms_is_class_aware():
     out = torch.zeros(1, 3, 7)
     out[0, :, :4] = torch.tensor([[10.0, 10, 8, 8], [10.5, 10, 8, 8], [10, 10, 8, 8]])

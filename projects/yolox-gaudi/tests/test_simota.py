@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from yolox_gaudi.loss import YOLOXLoss, bboxes_iou_cxcywh, iou_loss, simota_assign
 from yolox_gaudi.model import make_grid
@@ -72,16 +71,46 @@ def test_gt_far_outside_has_no_candidates():
     assert a.num_fg == 0 and not a.fg_mask.any()
 
 
-def test_class_cost_rewrite_equals_bce():
-    torch.manual_seed(0)
-    cls_l, obj_l = torch.randn(7, 5), torch.randn(7)
-    gtc = torch.tensor([0, 3, 4])
-    p = (cls_l.sigmoid() * obj_l[:, None].sigmoid()).sqrt()
-    ref = torch.stack([F.binary_cross_entropy(p, F.one_hot(c, 5).float().expand(7, 5), reduction="none").sum(1)
-                       for c in gtc])
-    log_p, log_1mp = torch.log(p).clamp(min=-100), torch.log1p(-p).clamp(min=-100)
-    ours = -log_1mp.sum(1)[None] + log_1mp[:, gtc].T - log_p[:, gtc].T
-    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("rule,radius", [("0.3.0", 2.5), ("head", 1.5)])
+def test_candidate_regions_of_the_two_rules(rule, radius):
+    """A large GT on a 128 px image: 0.3.0 takes every anchor inside the box or within 2.5 strides of its
+    centre; HEAD only those within 1.5 strides of the centre (inside the box or not)."""
+    from yolox_gaudi.loss import simota_cost
+
+    grid = _grid(128)
+    gts = torch.tensor([[64.0, 64.0, 100.0, 60.0]])
+    preds = _preds_from(grid, _anchor_boxes(grid, 30.0))
+    cand, cost, _ = simota_cost(gts, torch.tensor([0]), preds[:, :4], preds[:, 5:], preds[:, 4], grid, rule=rule)
+    centers = (grid[:, :2] + 0.5) * grid[:, 2:]
+    near = ((centers - gts[0, :2]).abs() < radius * grid[:, 2:]).all(1)
+    half = gts[0, 2:] / 2
+    inside = ((centers - (gts[0, :2] - half)) > 0).all(1) & (((gts[0, :2] + half) - centers) > 0).all(1)
+    expected = (near | inside) if rule == "0.3.0" else near
+    assert set(cand.tolist()) == set(expected.nonzero().squeeze(1).tolist())
+    # the geometry penalty: 0.3.0 charges 1e5 to candidates not both inside and near, HEAD 1e6 to none of its own
+    penalised = (cost[0] > 5e4).tolist()
+    if rule == "0.3.0":
+        assert penalised == (~(near & inside))[cand].tolist() and cost[0].max() < 2e5
+    else:
+        assert not any(penalised)
+    assert (inside & ~near).any()        # anchors only 0.3.0 considers: the case separates the rules
+
+
+def test_head_rule_penalises_anchors_near_another_gt():
+    """HEAD: an anchor near GT A but not GT B costs B 1e6 more, so B never takes it."""
+    from yolox_gaudi.loss import simota_cost
+
+    grid = _grid(128)
+    gts = torch.tensor([[20.0, 20.0, 16.0, 16.0], [100.0, 100.0, 16.0, 16.0]])
+    preds = _preds_from(grid, _anchor_boxes(grid, 16.0))
+    cand, cost, _ = simota_cost(gts, torch.tensor([0, 1]), preds[:, :4], preds[:, 5:], preds[:, 4], grid,
+                                rule="head")
+    near_a = ((((grid[cand, :2] + 0.5) * grid[cand, 2:]) - gts[0, :2]).abs() < 1.5 * grid[cand, 2:]).all(1)
+    assert ((cost[1, near_a] - cost[0, near_a]) > 9e5).all()
+    a = simota_assign(gts, torch.tensor([0, 1]), preds[:, :4], preds[:, 5:], preds[:, 4], grid, rule="head")
+    assert set(a.matched_gt.tolist()) == {0, 1}
+    with pytest.raises(ValueError, match="simota rule"):
+        simota_assign(gts, torch.tensor([0, 1]), preds[:, :4], preds[:, 5:], preds[:, 4], grid, rule="1.0")
 
 
 def test_iou_loss_values():

@@ -91,6 +91,20 @@ def test_sync_bn_makes_two_processes_train_like_one(tmp_path, train):
 
 
 @pytest.mark.slow
+def test_trains_and_evaluates_on_a_voc_root(tmp_path, synthetic_voc):
+    """--data_dir pointing at a VOCdevkit: VOC image sets, VOC mAP in eval/metrics.json."""
+    from yolox_gaudi.train import main
+
+    argv = ["--name", "yolox-nano", "--device", "cpu", "--threads", "1", "--batch-size", "8", "--data_dir",
+            str(synthetic_voc), "-expn", "voc", "num_classes", "3", "input_size", "64,64", "test_size", "64,64",
+            "random_size", "2,2", "data_num_workers", "0", "warmup_epochs", "0", "no_aug_epochs", "0",
+            "max_epoch", "1", "train_split", "2012/train", "val_split", "val", "output_dir", str(tmp_path)]
+    assert main(argv) == 0
+    m = json.loads((tmp_path / "voc" / "eval" / "metrics.json").read_text())
+    assert m["metric"] == "voc (all-point)" and 0 <= m["AP50"] <= 1 and len(m["per_class"]) == 3
+
+
+@pytest.mark.slow
 def test_eval_cli_on_a_trained_checkpoint(tmp_path, train):
     root = train(tmp_path, ["--batch-size", "8"], ["max_epoch", "1", "save_history_ckpt", "False"])
     assert sorted(p.name for p in (root / "checkpoints").glob("*.pt")) == ["best.pt", "last.pt"]
@@ -117,6 +131,21 @@ def test_eval_cli_on_a_trained_checkpoint(tmp_path, train):
     m = json.loads((out / "dev" / "metrics.json").read_text())
     assert len(dev) > 0 and {d["image_id"] for d in dev} <= {im["id"] for im in ann["images"]}
     assert "AP" not in m and m["images"] == len(ann["images"]) and m["test_size"] == [64, 96]
+    # the demo: annotated copies and a JSON with the checkpoint's class names, an unreadable file skipped
+    from yolox_gaudi.demo import main as demo
+
+    imgs = tmp_path / "imgs"
+    shutil.copytree(data / "val2017", imgs)
+    (imgs / "broken.jpg").write_bytes(b"not a jpeg")
+    assert demo(["image", "-n", "yolox-nano", "-c", str(root / "checkpoints" / "best.pt"), "--path", str(imgs),
+                 "--conf", "0.0", "--tsize", "64", "--out", str(tmp_path / "demo")]) == 0
+    res = json.loads((tmp_path / "demo" / "detections.json").read_text())
+    assert len(res["images"]) == len(ann["images"]) and res["failed"] == [str(imgs / "broken.jpg")]
+    names = {c["name"] for c in ann["categories"]}
+    assert all((tmp_path / "demo" / r["output"]).is_file() for r in res["images"])
+    dets = [d for r in res["images"] for d in r["detections"]]
+    assert dets and {d["class"] for d in dets} <= names
+    assert all(0 <= d["bbox"][0] <= d["bbox"][2] <= r["width"] for r in res["images"] for d in r["detections"])
     # a checkpoint of another class count is refused with a message naming the file
     assert main(["--name", "yolox-nano", "-c", str(root / "checkpoints" / "best.pt"), "--data_dir",
                  str(root / "synthetic" / "coco"), "--out", str(out), "num_classes", "80"]) == 2

@@ -287,7 +287,7 @@ def main(argv=None) -> int:
                          text=True).stdout.strip()
     torch.manual_seed(0)
     doc = {"megvii_commit": commit, "megvii_0_3_0_commit": tag, "torch": torch.__version__,
-           "script": "projects/yolox-gaudi/tools/record_megvii_reference.py",
+           "script": "tools/record_megvii_reference.py",   # relative to the project folder
            "lr": record_lr(), "ema": record_ema(), "optimizer_groups": record_optimizer_groups(),
            "no_aug": record_no_aug(), "simota": record_simota(args.megvii), "mixup": record_mixup(),
            "preproc": record_preproc()}

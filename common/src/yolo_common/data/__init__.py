@@ -4,7 +4,7 @@ Every reader returns a ``DatasetSplit`` of ``ImageRecord``s (pixel xyxy boxes, d
 every writer takes one, so converting is ``write_yolo(read_coco(...), ...)``.
 """
 
-from ._files import list_images
+from ._files import list_images, output_names
 from .categories import (
     COCO80_TO_COCO91,
     COCO91_TO_COCO80,
@@ -38,6 +38,7 @@ __all__ = [
     "detect_layout",
     "drop_none",
     "list_images",
+    "output_names",
     "load_split",
     "provenance",
     "read_coco",

@@ -18,6 +18,16 @@ IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".we
 _TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
 
 
+def output_names(files: list[Path]) -> list[str]:
+    """A file name (stem) per input for its output (annotated copy): the stem, or ``NNNNN_stem`` where
+    several inputs share one (a recursive glob over ``a/x.jpg`` and ``b/x.jpg``), so no output overwrites
+    another. O(n), unlike counting per file."""
+    from collections import Counter
+
+    counts = Counter(f.stem for f in files)
+    return [f.stem if counts[f.stem] == 1 else f"{k:05d}_{f.stem}" for k, f in enumerate(files)]
+
+
 def list_images(source: str | os.PathLike) -> list[Path]:
     """Image files named by ``source``: one file, a folder (its images, sorted), or a glob pattern.
 

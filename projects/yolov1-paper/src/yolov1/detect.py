@@ -12,9 +12,7 @@ image that does not decode is reported by name and skipped (counted at the end).
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -29,9 +27,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     import torch
     from PIL import Image
-    from yolo_common.checkpoint import atomic_write_json
     from yolo_common.data import list_images
-    from yolo_common.draw import draw_boxes
+    from yolo_common.draw import DetectionWriter
 
     from .augment import DetectionTransform
     from .evaluate import load_detector
@@ -44,34 +41,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"error: {e}") from None
     names, S, B = meta["classes"], int(meta["config"]["S"]), int(meta["config"]["B"])
     tf = DetectionTransform(64 * S, train=False)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results, failed = [], []
-    stems = [f.stem for f in files]
+    writer = DetectionWriter(a.out, files, names, "yolov1.detect")
     for k, f in enumerate(files):
         try:
             with Image.open(f) as im:
                 img = im.convert("RGB")
         except Exception as e:  # a bad file is named and skipped, the rest still run
-            print(f"[yolov1.detect] skipped {f}: {type(e).__name__}: {e}", file=sys.stderr)
-            failed.append(str(f))
+            writer.skip(f, f"{type(e).__name__}: {e}")
             continue
         x, _, _ = tf(img, torch.zeros(0, 4).numpy(), torch.zeros(0, dtype=torch.int64).numpy())
         with torch.no_grad():
             det = decode(model(x[None]).float(), B, conf_threshold=a.conf, nms_iou=a.nms_iou,
                          max_detections=a.max_detections)[0]
         boxes = to_image_coords(det, img.width, img.height).tolist()
-        dets = [{"class": names[int(c)], "score": float(s), "bbox": [round(v, 2) for v in b]}
-                for b, s, c in zip(boxes, det["scores"].tolist(), det["labels"].tolist())]
-        name = f.stem if stems.count(f.stem) == 1 else f"{k:05d}_{f.stem}"   # a recursive glob may repeat names
-        draw_boxes(img, boxes, det["labels"].tolist(), names, det["scores"].tolist()).save(out / f"{name}.jpg",
-                                                                                           quality=90)
-        results.append({"file": str(f), "output": f"{name}.jpg", "width": img.width, "height": img.height, "detections": dets})
-    atomic_write_json(out / "detections.json", {"checkpoint": meta["folder"], "images": results, "failed": failed})
-    print(f"[yolov1.detect] {len(results)} images, {sum(len(r['detections']) for r in results)} detections"
-          f"{f', {len(failed)} unreadable skipped' if failed else ''} -> {out}")
-    return {"images": len(results), "failed": failed, "out": str(out)}
-
+        writer.add(k, f, img, boxes, det["labels"].tolist(), det["scores"].tolist())
+    return writer.close(checkpoint=meta["folder"])
 
 if __name__ == "__main__":
     main()

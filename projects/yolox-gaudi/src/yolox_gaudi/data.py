@@ -78,6 +78,33 @@ def load_coco_split(data_dir: str | Path, split: str, *, verify: bool = False) -
     return verify_images(split_data) if verify else split_data
 
 
+def load_dataset_split(data_dir: str | Path, split: str, *, verify: bool = False) -> DatasetSplit:
+    """A COCO split (``train2017``) or, when ``data_dir`` is a VOC root (``VOCdevkit``), VOC image sets
+    written ``YEAR/SET`` and joined by ``+``, as Megvii's VOC experiment trains on
+    ``2007/trainval+2012/trainval`` and tests on ``2007/test``. Joined sets get running image ids."""
+    from dataclasses import replace
+
+    from yolo_common.data import detect_layout, read_voc
+
+    if detect_layout(data_dir) != "voc":
+        return load_coco_split(data_dir, split, verify=verify)
+    parts = []
+    for item in split.split("+"):
+        year, _, name = item.rpartition("/")
+        if not name or name.endswith("2017"):
+            raise ValueError(f"{data_dir} is a VOC dataset: set train_split / val_split to VOC image sets such "
+                             f"as 2007/trainval+2012/trainval and 2007/test (got {split!r})")
+        parts.append(read_voc(data_dir, name, year or "2012"))
+    records = [replace(r, image_id=k) for k, r in enumerate(rec for p in parts for rec in p.records)]
+    joined = replace(parts[0], records=records, split=split,
+                     annotation_files=[f for p in parts for f in p.annotation_files])
+    for p in parts[1:]:
+        if p.categories != joined.categories:
+            raise ValueError(f"{data_dir}: the VOC sets of {split!r} have different class lists")
+        joined.skipped.update(p.skipped)
+    return verify_images(joined) if verify else joined
+
+
 # ---- augmentation ---------------------------------------------------------------------------------
 
 

@@ -189,6 +189,25 @@ def train_one_epoch(model, loss_fn: YOLOXLoss, optimizer, loader, device, *, epo
     return out
 
 
+def voc_metrics(split, dets: list[dict]) -> dict:
+    """Megvii's VOC figures through ``yolo_common.evaluation.voc_map``: ``AP50`` = VOC mAP at IoU 0.5
+    (11-point for VOC2007 sets, as Megvii's ``voc_eval``; all-point otherwise), ``AP`` = the mean over IoU
+    0.50:0.05:0.95 (Megvii's ``map_5095``), ``AP75``, and the per-class AP at 0.5. ``dets`` are COCO-style
+    (xywh)."""
+    import numpy as np
+    from yolo_common.evaluation import voc_map
+
+    xyxy = [{**d, "bbox": [d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2], d["bbox"][1] + d["bbox"][3]]}
+            for d in dets]
+    use_07 = "2007" in split.split
+    names = {c["id"]: c["name"] for c in split.categories}
+    runs = [voc_map(split.records, xyxy, iou_threshold=float(t), use_07_metric=use_07, class_names=names)
+            for t in np.linspace(0.5, 0.95, 10)]
+    return {"AP": float(np.nanmean([r["mAP"] for r in runs])), "AP50": float(runs[0]["mAP"]),
+            "AP75": float(runs[5]["mAP"]), "per_class": runs[0]["per_class"],
+            "metric": "voc07 (11-point)" if use_07 else "voc (all-point)"}
+
+
 def _fmt_eta(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     h, rem = divmod(seconds, 3600)
@@ -222,7 +241,8 @@ def postprocess(outputs: torch.Tensor, conf_thre: float, nms_thre: float, max_de
 @torch.no_grad()
 def evaluate(model, loader, split, device, exp, *, amp=None, steps=None, is_main: bool = True,
              score: bool = True) -> tuple[dict, list]:
-    """COCO evaluation of ``model`` over ``loader`` through ``yolo_common.evaluation.coco_map``.
+    """COCO evaluation of ``model`` over ``loader`` through ``yolo_common.evaluation.coco_map`` (VOC mAP
+    through :func:`voc_metrics` for a VOC split).
 
     Args:
         model: the YOLOX (usually the EMA copy); put in eval mode here.
@@ -273,7 +293,12 @@ def evaluate(model, loader, split, device, exp, *, amp=None, steps=None, is_main
             rate = n_img / (time.perf_counter() - t0)
             log.info("eval %d/%d batches | %.1f img/s | ETA %s", b + 1, n_batches, rate,
                      _fmt_eta((len(loader.dataset) - n_img) / max(rate, 1e-9)))
-    metrics = coco_map(to_coco_dict(split), dets) if score else {}
+    if not score:
+        metrics = {}
+    elif split.layout == "voc":
+        metrics = voc_metrics(split, dets)
+    else:
+        metrics = coco_map(to_coco_dict(split), dets)
     metrics["images"] = n_img
     metrics["unreadable_images"] = int(getattr(loader.dataset, "skipped", 0)) - skipped_before   # this eval
     metrics["inference_images_per_s"] = n_img / max(t_infer, 1e-9)

@@ -105,7 +105,7 @@ def run(args, exp) -> dict:
     from . import hpu
     from yolo_common.data import read_coco
 
-    from .data import build_eval_loader, load_coco_split
+    from .data import build_eval_loader, load_dataset_split
     from .engine import evaluate
     from .model import build_model, load_pretrained
     from yolo_common.checkpoint import atomic_write_json
@@ -131,7 +131,7 @@ def run(args, exp) -> dict:
             raise FileNotFoundError(f"--test needs COCO test-dev's {ann} (and {Path(data_dir) / 'test2017'})")
         split = read_coco(data_dir, args.split or "test2017", ann_file=ann)
     else:
-        split = load_coco_split(data_dir, args.split or exp.val_split)
+        split = load_dataset_split(data_dir, args.split or exp.val_split)
     if len(split.categories) != exp.num_classes:
         raise UsageError(f"{data_dir} has {len(split.categories)} categories but num_classes={exp.num_classes}; "
                          f"add `num_classes {len(split.categories)}`")

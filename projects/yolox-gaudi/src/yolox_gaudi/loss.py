@@ -3,7 +3,8 @@
 Assignment follows YOLOX 0.3.0 by default (``simota_rule 0.3.0``, which Habana's port also keeps):
 candidates are anchors whose centre is inside a GT box *or* within 2.5 strides of its centre; cost =
 class BCE + 3 x (-log IoU) + 1e5 for anchors not both inside the box and the centre region.
-``simota_rule head`` is Megvii's January 2023 rule (commit a4152a5, reported +0.5 AP for YOLOX-S):
+``simota_rule head`` is Megvii's January 2023 rule (commit 14c62a7, PR #1589; +0.5 AP for YOLOX-S is the
+figure quoted for it, not measured here):
 candidates are anchors within 1.5 strides of a GT centre, the box test is gone, and the penalty for a
 candidate outside *that* GT's centre square is 1e6. Either way each GT takes its ``dynamic_k`` cheapest
 anchors, ``dynamic_k = max(1, int(sum of its 10 best IoUs))``; an anchor claimed by several GTs goes to

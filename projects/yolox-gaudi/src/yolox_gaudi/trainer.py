@@ -19,7 +19,7 @@ from yolo_common.runlog import RunLogger
 
 from . import hpu
 from .config import exp_to_dict
-from .data import CocoSource, TrainDataset, build_eval_loader, build_train_loader, load_coco_split
+from .data import CocoSource, TrainDataset, build_eval_loader, build_train_loader, load_dataset_split
 from .engine import TrainState, evaluate, train_one_epoch
 from .loss import YOLOXLoss
 from .model import build_model, load_pretrained
@@ -65,7 +65,8 @@ class UsageError(ValueError):
     """A command that cannot work as given (class count, batch split...); printed without a traceback."""
 
 
-def checkpoint_state(model, ema, optimizer, state: TrainState, exp, seed: int, global_batch: int) -> dict:
+def checkpoint_state(model, ema, optimizer, state: TrainState, exp, seed: int, global_batch: int,
+                     class_names: list[str] | None = None) -> dict:
     """Megvii's keys (``model`` = EMA weights, ``optimizer``, ``start_epoch``, ``best_ap``) + what an exact
     resume needs (the raw training weights, EMA update count, iteration, seed)."""
     raw = model.module if hasattr(model, "module") else model
@@ -85,6 +86,7 @@ def checkpoint_state(model, ema, optimizer, state: TrainState, exp, seed: int, g
         "ema_updates": ema.updates if ema is not None else 0,
         "exp": exp_to_dict(exp),
         "seed": seed,
+        "class_names": list(class_names or []),    # for demo / eval of the checkpoint alone
     }
 
 
@@ -134,8 +136,11 @@ def _run(args, exp, device, info, precision: str) -> dict:
             make_synthetic(run_root / "synthetic", layouts=("coco",), num_train=args.synthetic_images,
                            num_val=max(args.synthetic_images // 4, 4), image_size=args.synthetic_size, seed=seed)
         barrier()
-    train_split = load_coco_split(data_dir, exp.train_split, verify=exp.verify_images)
-    val_split = load_coco_split(data_dir, exp.val_split, verify=exp.verify_images)
+    try:
+        train_split = load_dataset_split(data_dir, exp.train_split, verify=exp.verify_images)
+        val_split = load_dataset_split(data_dir, exp.val_split, verify=exp.verify_images)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if len(train_split.categories) != exp.num_classes:
         ann = train_split.annotation_files[0] if train_split.annotation_files else data_dir
         raise UsageError(f"{ann} has {len(train_split.categories)} categories but num_classes={exp.num_classes}; "
@@ -296,7 +301,8 @@ def _run(args, exp, device, info, precision: str) -> dict:
                              metrics["total_images_per_s"])
                 barrier()
             if info.is_main:
-                ckpts.save(checkpoint_state(model, ema, optimizer, state, exp, seed, args.batch_size),
+                ckpts.save(checkpoint_state(model, ema, optimizer, state, exp, seed, args.batch_size,
+                                            train_split.class_names),
                            epoch=state.epoch, metric=ap if complete else None, history=complete)
             barrier()
             if stopping:
