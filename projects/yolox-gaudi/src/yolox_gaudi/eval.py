@@ -73,12 +73,15 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.use_hpu or args.device.startswith("hpu"):
+    from .train import wants_hpu
+
+    if wants_hpu(args):          # --device auto on a Gaudi host too (issue 13 bug 7)
         from . import hpu
 
         try:
             hpu.configure_env(bf16=args.autocast)
-            hpu.import_core()
+            if args.use_hpu or args.device.startswith("hpu"):     # asked for by name: fail here, clearly
+                hpu.import_core()
         except RuntimeError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
