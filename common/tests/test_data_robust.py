@@ -182,3 +182,36 @@ def test_detection_writer_outputs(tmp_path, capsys):
     assert Image.open(tmp_path / "out" / "00000_x.jpg").size == (30, 20)
     err = capsys.readouterr()
     assert "[tool] skipped c/bad.jpg: cannot decode" in err.err and "2 images, 1 detections" in err.out
+
+
+def test_samples_grid_draws_gt_and_predictions(tmp_path):
+    from PIL import Image
+
+    from yolo_common.data import read_coco
+    from yolo_common.draw import samples_grid
+    from yolo_common.synthetic import make_synthetic
+
+    root = make_synthetic(tmp_path / "s", layouts=("coco",), num_train=2, num_val=3, image_size=96, seed=0)["coco"]
+    split = read_coco(root, "val")
+    r = split.records[0]
+    x1, y1, x2, y2 = r.boxes[0].tolist()
+    dets = [{"image_id": r.image_id, "category_id": int(r.category_ids[0]), "bbox": [x1, y1, x2 - x1, y2 - y1],
+             "score": 0.9}, {"image_id": r.image_id, "category_id": int(r.category_ids[0]),
+                             "bbox": [0, 0, 5, 5], "score": 0.1}]
+    path = samples_grid(split.records, dets, split.categories, tmp_path / "samples" / "val.png", n=2, cell=128)
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (256, 2 * (128 + 14))
+        a = np.asarray(im.convert("RGB")).astype(int)
+    from yolo_common.preprocess import read_image
+
+    raw = np.asarray(Image.fromarray(read_image(r.path)).resize((128, 128), Image.BILINEAR)).astype(int)
+    left, right = a[14:142, :128], a[14:142, 128:]
+    s = 128 / 96
+    edge = (slice(int(y1 * s) + 1, int(y2 * s) - 1), int(x1 * s))     # the left edge of the predicted box
+    assert np.abs(right[edge] - raw[edge]).max() > 60 and np.abs(left[edge] - raw[edge]).max() > 60
+    corner = (slice(1, 6), slice(1, 6))                                 # the 0.1 box is below the threshold
+    if not any((b[0] < 8 and b[1] < 8) for b in r.boxes.tolist()):
+        assert np.abs(right[corner] - raw[corner]).max() < 40
+    empty = samples_grid(split.records[1:2], [], split.categories, tmp_path / "e.png", n=1, cell=64)
+    with Image.open(empty) as im:
+        assert im.size == (128, 78)

@@ -74,6 +74,20 @@ def test_backend_override_is_checked_even_for_one_process():
     with pytest.raises(ValueError, match="unknown distributed backend"):
         D.init_distributed("cpu", backend="mpi4", environ={})
     assert not D.init_distributed("cpu", backend="gloo", environ={}).is_distributed
+    with pytest.raises(ValueError, match="gloo cannot reduce HPU"):
+        D.init_distributed("hpu", backend="gloo", environ={})
+
+
+def test_backend_override_reaches_the_process_group(monkeypatch):
+    # gloo on a CUDA run (the default would be nccl): the flag, not the device, picks the backend
+    seen = {}
+    monkeypatch.setattr(D.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(D.dist, "init_process_group", lambda **kw: seen.update(kw))
+    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_PORT": "1"}
+    info = D.init_distributed("cuda", backend="gloo", environ=env)
+    assert seen["backend"] == "gloo" and info.backend == "gloo"
+    info = D.init_distributed("cpu", environ=env)
+    assert seen["backend"] == "gloo"
 
 
 def test_get_rank_falls_back_to_env(monkeypatch):

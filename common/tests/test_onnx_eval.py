@@ -410,3 +410,31 @@ def test_ort_threads_and_spinning_are_applied_and_recorded(tmp_path, tiny_onnx, 
     assert m["settings"]["intra_op_threads"] == 1 and m["settings"]["spinning"] is False
     evaluate_onnx(tiny_onnx, root, "val", providers=["CPUExecutionProvider"], imgsz=64, warmup=0, progress=False)
     assert seen[-1] is None  # ORT's defaults untouched unless asked
+
+
+def test_metadata_decode_settings_are_the_defaults(tmp_path):
+    """A model stamped with its project's decode settings is scored with them unless the caller says
+    otherwise; unknown settings are refused at export."""
+    import shutil
+
+    root = _write_coco(tmp_path / "data", [LANDSCAPE, PORTRAIT])
+    torch.manual_seed(0)
+    path = _export(_Tiny(), tmp_path / "m.onnx", 64)
+    plain = tmp_path / "plain.onnx"
+    shutil.copy(path, plain)
+    write_model_metadata(path, "raw", ULTRALYTICS.with_size(64), ["circle", "square", "triangle"],
+                         decode={"conf": 0.0001, "iou": 0.3, "max_det": 2, "multi_label": False})
+    assert read_model_metadata(path)["decode"]["max_det"] == 2
+    kw = dict(providers=["CPUExecutionProvider"], progress=False, warmup=0)
+    m = evaluate_onnx(path, root, "val", **kw)
+    assert (m["settings"]["conf"], m["settings"]["iou"], m["settings"]["max_det"], m["settings"]["multi_label"]) \
+        == (0.0001, 0.3, 2, False)
+    assert 0 < m["num_detections"] <= 2 * 2                     # the metadata's cap of 2 per image
+    m2 = evaluate_onnx(path, root, "val", max_det=300, conf=0.0, **kw)   # the caller wins, the rest stays
+    assert m2["settings"]["iou"] == 0.3 and m2["settings"]["max_det"] == 300
+    assert m2["num_detections"] >= m["num_detections"]
+    assert evaluate_onnx(path, root, "val", max_det=1, conf=0.0, **kw)["num_detections"] <= 2
+    m3 = evaluate_onnx(plain, root, "val", **kw)                # no decode metadata: the old defaults
+    assert (m3["settings"]["conf"], m3["settings"]["max_det"], m3["settings"]["multi_label"]) == (0.001, 300, True)
+    with pytest.raises(ValueError, match="not among"):
+        write_model_metadata(path, "raw", ULTRALYTICS.with_size(64), ["a"], decode={"nms": 0.5})

@@ -243,3 +243,19 @@ def test_non_square_spec_normalises_and_serialises():
         LetterboxSpec(size=(1, 2, 3))
     with pytest.raises(ValueError, match="positive"):
         LetterboxSpec(size=(0, 32))
+
+
+def test_stretch_resize_keep_ratio_false():
+    # YOLOv1's input: the image stretched to S x S, each axis its own factor, no padding; boxes round-trip.
+    spec = LetterboxSpec(size=64, keep_ratio=False, scale=1.0)
+    img = _image(40, 100)
+    chw, meta = letterbox(img, spec)
+    assert chw.shape == (3, 64, 64) and (meta.pad_x, meta.pad_y) == (0, 0)
+    assert meta.ratios == (pytest.approx(0.64), pytest.approx(1.6))
+    ref = np.asarray(Image.fromarray(img).resize((64, 64), Image.BILINEAR)).transpose(2, 0, 1).astype(np.float32)
+    np.testing.assert_array_equal(chw, ref)
+    boxes = np.array([[10.0, 5.0, 90.0, 35.0]])
+    lb = letterbox_boxes(boxes, meta)
+    np.testing.assert_allclose(lb, [[6.4, 8.0, 57.6, 56.0]], atol=1e-4)
+    np.testing.assert_allclose(unletterbox_boxes(lb, meta), boxes, atol=1e-4)
+    assert LetterboxSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec

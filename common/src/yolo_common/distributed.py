@@ -157,6 +157,9 @@ def init_distributed(
             raise ValueError(f"unknown distributed backend {backend!r}; expected gloo, nccl or hccl")
         if need is not None and torch.device(device).type != need:
             raise ValueError(f"backend {backend} needs a {need} device, the run is on {torch.device(device)}")
+        if backend == "gloo" and torch.device(device).type == "hpu":
+            # gloo reduces host tensors only: DDP on HPU would fail inside its first collective
+            raise ValueError("backend gloo cannot reduce HPU tensors; use hccl on HPU")
     info = read_launcher_env(environ)
     if dist.is_available() and dist.is_initialized():
         info.backend = dist.get_backend()

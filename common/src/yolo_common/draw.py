@@ -75,3 +75,60 @@ class DetectionWriter:
         print(f"[{self.tag}] {len(self.images)} images, {n} detections"
               f"{f', {len(self.failed)} unreadable skipped' if self.failed else ''} -> {self.out}")
         return {"images": len(self.images), "failed": self.failed, "out": str(self.out)}
+
+
+def samples_grid(records, detections: list[dict], categories: Sequence[dict], out_png, *, n: int = 4,
+                 score_threshold: float = 0.3, cell: int = 256) -> str:
+    """A PNG of ``n`` validation images, ground truth (left) next to predictions (right), for a run's
+    ``samples/`` folder.
+
+    Args:
+        records: the split's :class:`~yolo_common.data.ImageRecord` list (the first ``n`` that decode).
+        detections: COCO result dicts (``image_id``, ``category_id``, ``bbox`` xywh in image pixels,
+            ``score``), e.g. a run's ``detections.json`` or ``evaluate_onnx``'s.
+        categories: ``[{"id", "name"}]`` of the split (names for the labels).
+        out_png: where to write.
+        score_threshold: predictions drawn (all GT boxes are).
+        cell: side of each panel in pixels (images are letterboxed into it).
+
+    Returns:
+        The path written, as a string.
+    """
+    from pathlib import Path
+
+    from .preprocess import read_image
+
+    idx = {int(c["id"]): k for k, c in enumerate(categories)}
+    names = [str(c["name"]) for c in categories]
+    by_image: dict[int, list[dict]] = {}
+    for d in detections:
+        if d["score"] >= score_threshold:
+            by_image.setdefault(int(d["image_id"]), []).append(d)
+    panels = []
+    for r in records:
+        if len(panels) == n:
+            break
+        try:
+            img = read_image(r.path)
+        except OSError:
+            continue
+        gt = draw_boxes(img, r.boxes, [idx.get(int(c), -1) for c in r.category_ids], names)
+        dets = sorted(by_image.get(int(r.image_id), []), key=lambda d: -d["score"])
+        boxes = [[d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2], d["bbox"][1] + d["bbox"][3]] for d in dets]
+        pred = draw_boxes(img, boxes, [idx.get(int(d["category_id"]), -1) for d in dets], names,
+                          [d["score"] for d in dets])
+        panels.append((gt, pred))
+    rows = max(len(panels), 1)
+    grid = Image.new("RGB", (2 * cell, rows * (cell + 14)), (255, 255, 255))
+    d = ImageDraw.Draw(grid)
+    for k, pair in enumerate(panels):
+        for j, im in enumerate(pair):
+            s = cell / max(im.size)
+            im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.BILINEAR)
+            grid.paste(im, (j * cell, k * (cell + 14) + 14))
+            d.text((j * cell + 2, k * (cell + 14)), "ground truth" if j == 0 else
+                   f"predictions (score >= {score_threshold:g})", fill=(0, 0, 0))
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    return str(out)

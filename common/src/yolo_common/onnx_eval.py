@@ -108,20 +108,31 @@ def _check_metadata(meta: dict) -> dict:
     return meta
 
 
+DECODE_DEFAULTS = {"conf": 0.001, "iou": 0.7, "max_det": 300, "multi_label": True}
+
+
 def write_model_metadata(onnx_path: str | Path, contract: str, letterbox_spec: LetterboxSpec,
-                         class_names: Sequence[str]) -> None:
+                         class_names: Sequence[str], *, decode: dict | None = None) -> None:
     """Stamp ``metadata_props["yolo_common"]`` into an ONNX file, in place.
 
-    The value is JSON ``{"contract", "letterbox": spec.to_dict(), "class_names"}``; other metadata is
-    kept. External-data tensors are not loaded (their references stay valid as the file stays put),
-    so this is cheap even for large models.
+    The value is JSON ``{"contract", "letterbox": spec.to_dict(), "class_names"[, "decode"]}``; other
+    metadata is kept. ``decode`` holds the project's own evaluation settings (any of ``conf``, ``iou``,
+    ``max_det``, ``multi_label``), which :func:`evaluate_onnx` uses where its caller gives none, so the
+    ONNX score is the project's score (e.g. YOLOX scores one class per anchor at conf 0.01, NMS 0.65).
+    External-data tensors are not loaded (their references stay valid as the file stays put), so this is
+    cheap even for large models.
     """
     import onnx
 
     if contract not in CONTRACTS:
         raise ValueError(f"contract must be one of {CONTRACTS}, got {contract!r}")
-    value = json.dumps({"contract": contract, "letterbox": letterbox_spec.to_dict(),
-                        "class_names": [str(c) for c in class_names]})
+    doc = {"contract": contract, "letterbox": letterbox_spec.to_dict(), "class_names": [str(c) for c in class_names]}
+    if decode:
+        unknown = sorted(set(decode) - set(DECODE_DEFAULTS))
+        if unknown:
+            raise ValueError(f"decode settings {unknown} are not among {sorted(DECODE_DEFAULTS)}")
+        doc["decode"] = dict(decode)
+    value = json.dumps(doc)
     path = str(onnx_path)
     model = onnx.load(path, load_external_data=False)
     props = [(p.key, p.value) for p in model.metadata_props if p.key != META_KEY]
@@ -248,12 +259,12 @@ def decode_raw(output: np.ndarray, conf: float = 0.001, iou: float = 0.7, max_de
 
 
 def decode(output: np.ndarray, contract: str, *, conf: float = 0.001, iou: float = 0.7,
-           max_det: int = 300) -> list[ImageDets]:
+           max_det: int = 300, multi_label: bool = True) -> list[ImageDets]:
     """Dispatch to :func:`decode_e2e` or :func:`decode_raw`."""
     if contract == "e2e":
         return decode_e2e(output, conf, max_det)
     if contract == "raw":
-        return decode_raw(output, conf, iou, max_det)
+        return decode_raw(output, conf, iou, max_det, multi_label=multi_label)
     raise ValueError(f"contract must be one of {CONTRACTS}, got {contract!r}")
 
 
@@ -282,7 +293,7 @@ def to_coco_results(dets: ImageDets, meta: LetterboxMeta, image_id: int, categor
 class _ModelInput(NamedTuple):
     name: str
     batch: int | None  # None = dynamic
-    size: int | None  # None = dynamic
+    size: int | tuple[int, int] | None  # None = dynamic; (h, w) for a static non-square input
     dtype: Any
 
 
@@ -291,17 +302,18 @@ def _model_input(sess) -> _ModelInput:
     shape = list(inp.shape) + [None] * (4 - len(inp.shape))
     static = [d if isinstance(d, int) and d > 0 else None for d in shape[:4]]
     h, w = static[2], static[3]
-    if h is not None and w is not None and h != w:
-        raise ValueError(f"model input {inp.shape} is not square; the letterbox only makes S x S inputs")
+    if (h is None) != (w is None):
+        raise ValueError(f"model input {inp.shape} has one static and one dynamic spatial dim")
+    size = None if h is None else (h if h == w else (h, w))
     dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-    return _ModelInput(inp.name, static[0], h if h is not None else w, dtype)
+    return _ModelInput(inp.name, static[0], size, dtype)
 
 
-def _resolve_size(model_size: int | None, imgsz: int | None, spec: LetterboxSpec | None) -> int:
+def _resolve_size(model_size, imgsz: int | None, spec: LetterboxSpec | None):
     # Static model shape wins (anything else cannot run); then the flag; then metadata; then 640.
     if model_size is not None:
         if imgsz is not None and imgsz != model_size:
-            warnings.warn(f"imgsz={imgsz} ignored: the model's input is static {model_size}x{model_size}", stacklevel=3)
+            warnings.warn(f"imgsz={imgsz} ignored: the model's input is static {model_size}", stacklevel=3)
         return model_size
     if imgsz is not None:
         return int(imgsz)
@@ -404,7 +416,7 @@ class _LoopResult:
 
 def _inference_loop(sess, inp: _ModelInput, records, spec: LetterboxSpec, rows: int, *, contract: str | None,
                     category_ids: np.ndarray, conf: float, iou: float, max_det: int, warmup: int,
-                    progress: bool) -> _LoopResult:
+                    progress: bool, multi_label: bool = True) -> _LoopResult:
     """Read, letterbox, run, decode, map back: the timed part of :func:`evaluate_onnx`."""
     res = _LoopResult(contract)
     nc = len(category_ids)
@@ -427,8 +439,8 @@ def _inference_loop(sess, inp: _ModelInput, records, spec: LetterboxSpec, rows: 
             if res.contract == "raw" and out.shape[1] - 4 != nc:
                 raise ValueError(f"raw output {out.shape} has {out.shape[1] - 4} classes but the dataset has "
                                  f"{nc} categories")
-            for dets, m, r in zip(decode(out[:len(chws)], res.contract, conf=conf, iou=iou, max_det=max_det),
-                                  metas, recs):
+            for dets, m, r in zip(decode(out[:len(chws)], res.contract, conf=conf, iou=iou, max_det=max_det,
+                                         multi_label=multi_label), metas, recs):
                 ok = (dets.classes >= 0) & (dets.classes < nc)
                 if not ok.all():
                     res.dropped += int((~ok).sum())
@@ -455,9 +467,10 @@ def evaluate_onnx(
     batch: int = 1,
     imgsz: int | None = None,
     max_images: int | None = None,
-    conf: float = 0.001,
-    iou: float = 0.7,
-    max_det: int = 300,
+    conf: float | None = None,
+    iou: float | None = None,
+    max_det: int | None = None,
+    multi_label: bool | None = None,
     contract: str | None = None,
     warmup: int = 3,
     progress: bool = True,
@@ -477,7 +490,9 @@ def evaluate_onnx(
             wins; the last batch is zero-padded for a static batch > 1).
         imgsz: input size when the model's spatial dims are dynamic (else metadata, else 640).
         max_images: evaluate only the first N images (GT is restricted to them too).
-        conf, iou, max_det: decode thresholds (``iou`` is unused by ``e2e``).
+        conf, iou, max_det, multi_label: decode settings (``iou`` and ``multi_label`` are unused by
+            ``e2e``); ``None`` takes the model metadata's ``decode`` (the exporting project's own
+            evaluation settings), else 0.001 / 0.7 / 300 / multi-label.
         contract: ``"e2e"`` or ``"raw"``; default from metadata, else from the output shape.
         warmup: untimed runs on the first batch.
         progress: tqdm bar (a line every 30 s when stderr is not a terminal).
@@ -509,6 +524,11 @@ def evaluate_onnx(
     sess = make_session(model_path, providers, session_options=session_options(intra_op_threads, spinning))
     meta = read_model_metadata(sess)
     contract = contract or meta.get("contract")
+    given = {"conf": conf, "iou": iou, "max_det": max_det, "multi_label": multi_label}
+    saved = meta.get("decode", {})
+    dec = {k: given[k] if given[k] is not None else saved.get(k, v) for k, v in DECODE_DEFAULTS.items()}
+    conf, iou, max_det = float(dec["conf"]), float(dec["iou"]), int(dec["max_det"])
+    multi_label = bool(dec["multi_label"])
     inp = _model_input(sess)
     base_spec = letterbox_spec or meta.get("letterbox")
     spec = (base_spec or ULTRALYTICS).with_size(_resolve_size(inp.size, imgsz, base_spec))
@@ -530,7 +550,8 @@ def evaluate_onnx(
 
     with _torch_single_thread():
         res = _inference_loop(sess, inp, ds.records, spec, rows, contract=contract, category_ids=category_ids,
-                              conf=conf, iou=iou, max_det=max_det, warmup=warmup, progress=progress)
+                              conf=conf, iou=iou, max_det=max_det, multi_label=multi_label, warmup=warmup,
+                              progress=progress)
     contract, detections, skipped, dropped = res.contract, res.detections, res.skipped, res.dropped
 
     if skipped.get("unreadable"):
@@ -574,7 +595,8 @@ def evaluate_onnx(
         "num_detections": len(detections),
         "dataset": provenance(ds),
         "settings": {"split": split, "imgsz": spec.size, "batch": rows, "max_images": max_images,
-                     "conf": conf, "iou": iou, "max_det": max_det, "intra_op_threads": intra_op_threads,
+                     "conf": conf, "iou": iou, "max_det": max_det, "multi_label": multi_label,
+                     "intra_op_threads": intra_op_threads,
                      "spinning": spinning},
     }
     if out_dir is not None:
@@ -618,9 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--imgsz", type=int, default=None)
     p.add_argument("--max-images", type=int, default=None)
-    p.add_argument("--conf", type=float, default=0.001)
-    p.add_argument("--iou", type=float, default=0.7)
-    p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--conf", type=float, default=None, help="default: the model's metadata, else 0.001")
+    p.add_argument("--iou", type=float, default=None, help="default: the model's metadata, else 0.7")
+    p.add_argument("--max-det", type=int, default=None, help="default: the model's metadata, else 300")
     p.add_argument("--contract", choices=CONTRACTS, default=None)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-progress", action="store_true")

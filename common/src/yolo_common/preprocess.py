@@ -24,6 +24,9 @@ below for whichever side the step concerns):
    output channel (in the output channel order, in scaled units).
 6. **Layout.** float32, ``CHW``.
 
+``keep_ratio=False`` is a plain resize instead (YOLOv1 stretches the image to ``S x S``): ``new = S``,
+no padding, and the two axes get their own factors (``ratio = S_w / W``, ``ratio_y = S_h / H``).
+
 Box mapping uses the same ``r`` for both axes (not ``new_w / W``), so forward and back are exact
 inverses: ``x' = x * r + pad_x`` and ``x = (x' - pad_x) / r``, then clipped to the original image.
 
@@ -57,6 +60,7 @@ class LetterboxSpec:
         mean, std: optional per-channel normalisation after scaling, in output channel order.
         stride: optional model stride; when set, ``size`` must be a multiple of it (checked here,
             once, rather than as a shape error deep inside the model).
+        keep_ratio: letterbox (True) or stretch to the target size (False, YOLOv1's resize).
     """
 
     size: int | tuple[int, int] = 640
@@ -67,6 +71,7 @@ class LetterboxSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     stride: int | None = None
+    keep_ratio: bool = True
 
     def __post_init__(self) -> None:
         # Lists (e.g. from JSON) become tuples so the frozen spec stays hashable and comparable.
@@ -134,9 +139,10 @@ class LetterboxMeta:
     """What :func:`letterbox` did to one image, enough to map boxes both ways.
 
     Attributes:
-        ratio: the resize factor ``r`` (same for both axes).
+        ratio: the resize factor ``r`` (both axes; the x axis when ``ratio_y`` is set).
         pad_x, pad_y: left and top padding in letterboxed pixels.
         orig_w, orig_h: original image size in pixels.
+        ratio_y: the y factor of a stretching resize (``keep_ratio=False``); ``None`` = ``ratio``.
     """
 
     ratio: float
@@ -144,6 +150,12 @@ class LetterboxMeta:
     pad_y: int
     orig_w: int
     orig_h: int
+    ratio_y: float | None = None
+
+    @property
+    def ratios(self) -> tuple[float, float]:
+        """``(x factor, y factor)``."""
+        return self.ratio, (self.ratio if self.ratio_y is None else self.ratio_y)
 
 
 def letterbox_geometry(orig_w: int, orig_h: int, spec: LetterboxSpec = ULTRALYTICS) -> tuple[LetterboxMeta, int, int]:
@@ -155,6 +167,8 @@ def letterbox_geometry(orig_w: int, orig_h: int, spec: LetterboxSpec = ULTRALYTI
         ``(meta, new_w, new_h)``.
     """
     sh, sw = spec.hw
+    if not spec.keep_ratio:
+        return LetterboxMeta(sw / orig_w, 0, 0, int(orig_w), int(orig_h), sh / orig_h), sw, sh
     r = min(sh / orig_h, sw / orig_w)
     new_w, new_h = max(1, int(round(orig_w * r))), max(1, int(round(orig_h * r)))
     if spec.center:
@@ -216,7 +230,8 @@ def letterbox(image: np.ndarray, spec: LetterboxSpec = ULTRALYTICS) -> tuple[np.
 def letterbox_boxes(boxes_xyxy: np.ndarray, meta: LetterboxMeta) -> np.ndarray:
     """Map ``(n, 4)`` xyxy boxes from original-image pixels to letterboxed pixels (training targets)."""
     b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    out = b * meta.ratio
+    rx, ry = meta.ratios
+    out = b * np.array([rx, ry, rx, ry])
     out[:, [0, 2]] += meta.pad_x
     out[:, [1, 3]] += meta.pad_y
     return out.astype(np.float32)
@@ -227,7 +242,8 @@ def unletterbox_boxes(boxes_xyxy: np.ndarray, meta: LetterboxMeta) -> np.ndarray
     b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4).copy()
     b[:, [0, 2]] -= meta.pad_x
     b[:, [1, 3]] -= meta.pad_y
-    b /= meta.ratio
+    rx, ry = meta.ratios
+    b /= np.array([rx, ry, rx, ry])
     b[:, [0, 2]] = b[:, [0, 2]].clip(0, meta.orig_w)
     b[:, [1, 3]] = b[:, [1, 3]].clip(0, meta.orig_h)
     return b.astype(np.float32)

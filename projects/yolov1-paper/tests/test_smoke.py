@@ -85,3 +85,51 @@ def test_detect_cli_writes_annotated_images_and_json(tmp_path):
                 "circle", "square", "triangle")
     with pytest.raises(SystemExit, match="no images found"):
         detect_main([str(tmp_path / "nope.jpg"), "--checkpoint", r["detect_run"]])
+
+
+@pytest.mark.slow
+def test_onnx_export_equals_torch_and_scores_like_the_run(tmp_path):
+    """The smoke ends by exporting the detector (raw contract) and scoring it with yolo_common.onnx_eval:
+    ORT equals the torch model + the paper's scoring, and the ONNX COCO AP equals the run's own on the
+    same images (stretch resize, ImageNet normalisation, multi-label per-class NMS from the metadata)."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from yolo_common.onnx_eval import read_model_metadata
+
+    from yolov1.evaluate import load_detector
+    from yolov1.export import RawContract
+    from yolov1.postprocess import decode
+
+    r = run_smoke(tmp_path, num_train=16, num_val=6, pre_epochs=1, det_epochs=3, S=2, hidden=32, batch_size=8)
+    onnx_path = Path(r["onnx"]["model"])
+    model, meta = load_detector(r["detect_run"])
+    x = torch.randn(3, 3, 128, 128)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"images": x.numpy()})[0]
+    with torch.no_grad():
+        ref = RawContract(model, 2, 128)(x).numpy()
+        pred = model(x)
+    assert out.shape == (3, 4 + 3, 2 * 2 * 2)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)     # (-inf where decode drops a box)
+    # the graph's boxes/scores are decode()'s, before its threshold and NMS
+    det = decode(pred, 2, conf_threshold=-1e9, nms_iou=1.0, max_detections=10_000)[0]
+    assert np.isclose(np.sort(out[0, 4:].reshape(-1))[-1], det["scores"].max().item(), atol=1e-5)
+    m = read_model_metadata(sess)
+    assert m["contract"] == "raw" and m["class_names"] == ["circle", "square", "triangle"]
+    assert m["letterbox"].keep_ratio is False and m["letterbox"].size == 128 and m["letterbox"].mean is not None
+    assert m["decode"] == {"conf": 0.005, "iou": 0.5, "max_det": 100, "multi_label": True}
+    assert abs(r["onnx"]["coco_AP"] - r["detect"]["coco_AP"]) < 0.01
+    assert abs(r["onnx"]["coco_AP50"] - r["detect"]["coco_AP50"]) < 0.01
+    # a 3-epoch model has ~no detections above 0.005: with no threshold at all both paths keep the same
+    # boxes (same decode, same per-class NMS, same cap), which AP alone could not show here
+    from yolo_common.onnx_eval import evaluate_onnx
+
+    from yolov1.evaluate import main as evaluate_main
+
+    voc = tmp_path / "data" / "voc"
+    own = evaluate_main([r["detect_run"], "--data", str(voc), "--split", "2012:val", "--cpu", "--num-workers", "0",
+                         "--conf-threshold=-1e9", "--out", str(tmp_path / "own")])
+    onnx_m = evaluate_onnx(onnx_path, voc, "val", conf=-1e9, progress=False, warmup=0)
+    assert own["num_detections"] == onnx_m["num_detections"] > 50
+    assert onnx_m["coco"]["AP"] == pytest.approx(own["coco_AP"], abs=1e-3)

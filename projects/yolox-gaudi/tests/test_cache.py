@@ -87,7 +87,48 @@ def test_unreadable_image_in_the_cache_is_skipped_by_the_loader(split, tmp_path)
 
 
 @pytest.mark.slow
-def test_cli_cache_ram_runs(tmp_path, train):
-    root = train(tmp_path, ["--batch-size", "8", "--cache", "ram"], ["max_epoch", "1", "data_num_workers", "2"])
+def test_cli_cache_ram_serves_the_training_images(tmp_path, train, monkeypatch):
+    """--cache ram through the CLI: after the fill, training never opens an image file (counted in this
+    process: data_num_workers 0)."""
+    import yolox_gaudi.data as data_mod
+
+    served = []
+    real_get = ImageCache.get
+    monkeypatch.setattr(ImageCache, "get", lambda self, i: served.append(i) or real_get(self, i))
+    opened = []
+    monkeypatch.setattr(data_mod, "read_image", lambda p: opened.append(p) or cache_mod.read_image(p))
+    root = train(tmp_path, ["--batch-size", "8", "--cache", "ram"], ["max_epoch", "1"])
     cfg = json.loads((root / "config.json").read_text())
     assert cfg["cache"] == "ram" and (root / "checkpoints" / "last.pt").is_file()
+    assert len(served) >= 16                           # every training sample (the one epoch is a no-aug one)
+    assert all("train2017" not in str(p) for p in opened)      # only the val images are read from files
+
+
+def test_disk_cache_other_ranks_attach_without_writing(split, tmp_path, monkeypatch):
+    """Local rank 0 fills; the other ranks read its manifest and write nothing (several writers of one
+    manifest raced); a refill with nothing to do does not rewrite it either."""
+    ImageCache(split.records, "disk", cache_dir=tmp_path / "c", threads=1).fill()
+    manifest = tmp_path / "c" / "manifest.json"
+    before = manifest.stat().st_mtime_ns
+    decoded = []
+    real = cache_mod.read_image
+    monkeypatch.setattr(cache_mod, "read_image", lambda p: decoded.append(p) or real(p))
+    other = ImageCache(split.records, "disk", cache_dir=tmp_path / "c").attach()
+    np.testing.assert_array_equal(other.get(3), real(split.records[3].path))
+    ImageCache(split.records, "disk", cache_dir=tmp_path / "c", threads=1).fill()
+    assert decoded == [] and manifest.stat().st_mtime_ns == before
+    assert not list((tmp_path / "c").glob("*.tmp*"))
+    # an image the manifest does not vouch for is read from its file
+    (tmp_path / "c" / "manifest.json").write_text("{}")
+    late = ImageCache(split.records, "disk", cache_dir=tmp_path / "c").attach()
+    late.get(2)
+    assert decoded == [split.records[2].path]
+
+
+def test_local_world_size_reads_torchrun_and_mpi():
+    from yolox_gaudi.cache import local_world_size
+
+    assert local_world_size({}) == 1
+    assert local_world_size({"LOCAL_WORLD_SIZE": "4"}) == 4
+    assert local_world_size({"OMPI_COMM_WORLD_LOCAL_SIZE": "8"}) == 8      # the README's mpirun task
+    assert local_world_size({"MPI_LOCALNRANKS": "2"}) == 2

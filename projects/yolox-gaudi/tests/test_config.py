@@ -126,3 +126,25 @@ def test_cli_trains_from_an_experiment_file(tmp_path, train):
     root = train(tmp_path, ["--batch-size", "8", "-f", str(f)], ["max_epoch", "1"], name="my_exp")
     cfg = json.loads((root / "config.json").read_text())
     assert cfg["exp"]["act"] == "relu" and cfg["exp"]["max_epoch"] == 1
+
+
+def test_experiment_file_setting_unknown_attributes_is_refused(tmp_path):
+    from yolox_gaudi.config import load_exp_file
+
+    f = tmp_path / "megvii_custom.py"
+    f.write_text("from yolox_gaudi.config import YoloxS as MyExp\n\nclass Exp(MyExp):\n    def __init__(self):\n"
+                 "        super().__init__()\n        self.data_dir = 'datasets/coco128'\n        self.num_clases = 71\n")
+    with pytest.raises(ValueError, match=r"\['data_dir', 'num_clases'\].*for data_dir use --data_dir"):
+        load_exp_file(f)
+
+
+def test_checkpoint_exp_sets_the_network_fields():
+    from yolox_gaudi.config import apply_checkpoint_exp
+
+    exp = get_exp("yolox-s")
+    ck = {"exp": {**get_exp("yolox-nano").merge(["act", "relu", "num_classes", "3"]).__dict__,
+                  "test_size": [96, 128]}}
+    changed = apply_checkpoint_exp(exp, ck, extra=("test_size",))
+    assert set(changed) == {"num_classes", "width", "depthwise", "act", "test_size"}    # depth: 0.33 in both
+    assert (exp.act, exp.num_classes, exp.depthwise, exp.test_size) == ("relu", 3, True, (96, 128))
+    assert apply_checkpoint_exp(get_exp("yolox-s"), {"model": {}}) == []      # a Megvii .pth: nothing

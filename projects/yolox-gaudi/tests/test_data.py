@@ -49,6 +49,48 @@ def test_plain_sample_matches_eval_letterbox(synthetic_coco, source):
     np.testing.assert_allclose(t[:n, 1].numpy(), (rec.boxes[:, 0] + rec.boxes[:, 2]) / 2, atol=1e-3)
 
 
+class _WideSource(CocoSource):
+    """One 60 x 200 (h x w) image with one box: non-square in both the image and the input, so a swap of
+    h and w anywhere shows (the synthetic set's images are square)."""
+
+    def __init__(self):
+        self.labels = [np.array([[20.0, 10.0, 180.0, 50.0, 0.0]], np.float32)]
+        self.split = None
+        self.cache = None
+
+    def __len__(self):
+        return 1
+
+    def load(self, i):
+        img = np.full((60, 200, 3), 40, np.uint8)
+        img[10:50, 20:180] = 220
+        return img, self.labels[0].copy()
+
+
+def test_non_square_image_into_a_non_square_input_keeps_h_and_w_apart():
+    src = _WideSource()
+    img, lab = src.load_resized(0, (96, 128))
+    r = min(96 / 60, 128 / 200)
+    assert img.shape == (int(60 * r), int(200 * r), 3) == (38, 128, 3)
+    np.testing.assert_allclose(lab[0, :4], np.array([20, 10, 180, 50]) * r)
+    exp = get_exp("yolox-s").merge(["num_classes", "1", "input_size", "96,128", "hsv_prob", "0", "flip_prob", "0"])
+    ds = TrainDataset(src, exp, seed=0)
+    ds.enable_mosaic = False
+    x, t, _ = ds[0]
+    assert x.shape == (3, 96, 128)
+    torch.testing.assert_close(t[0], torch.tensor([0.0, 100 * r, 30 * r, 160 * r, 40 * r]), atol=1e-3, rtol=0)
+    # the bright object is where the target says (BGR channel 0 is the image's blue = 220 inside)
+    cx, cy = int(100 * r), int(30 * r)
+    assert x[0, cy, cx] == 220 and x[0, int(55 * r), cx] == 40 and x[0, 90, 5] == 114      # pad below
+    ds.enable_mosaic = True
+    for epoch in range(3):
+        ds.epoch = epoch
+        x, t, _ = ds[0]
+        assert x.shape == (3, 96, 128)
+        b = t[t[:, 3] > 0]
+        assert ((b[:, 1] + b[:, 3] / 2) <= 128 + 1e-3).all() and ((b[:, 2] + b[:, 4] / 2) <= 96 + 1e-3).all()
+
+
 def test_multiscale_identical_per_window_and_in_range():
     exp = get_exp("yolox-s")
     sizes = [multiscale_size(exp, 7, it) for it in range(200)]

@@ -75,6 +75,38 @@ def test_perfect_predictions_score_one_on_voc(synthetic_voc, sets):
     assert shifted["AP"] < shifted["AP50"] and shifted["AP"] < 0.9
 
 
+def test_voc2007_images_are_scored_with_the_11_point_metric(synthetic_voc, tmp_path):
+    """Megvii's voc_eval picks the 11-point metric by year: a VOC2007 set (written here from the
+    synthetic one) is scored 'voc07', its AP50 differs from the all-point one on imperfect predictions."""
+    from yolo_common.data import write_voc
+
+    from yolox_gaudi.data import load_dataset_split
+
+    write_voc(load_dataset_split(synthetic_voc, "val"), tmp_path, "test", year="2007")
+    split = load_dataset_split(tmp_path, "2007/test")
+    exp = get_exp("yolox-nano").merge(["num_classes", str(len(split.categories))])
+    def spoil(oracle):
+        # every other detection moved off its object (a false positive) and scored above the good ones:
+        # a precision-recall curve with steps, where 11-point and all-point AP differ
+        for out in oracle.outs:
+            out[:, ::2, 0] += out[:, ::2, 2] * 0.7
+            out[:, 1::2, 4] = 0.5
+
+    oracle = _Oracle(split, 128, len(split.categories), 3)
+    spoil(oracle)
+    m07, _ = evaluate(oracle, build_eval_loader(split, 128, 3, 0), split, torch.device("cpu"), exp)
+    assert m07["metric"] == "voc07 (11-point)"
+    from yolox_gaudi.engine import voc_metrics
+
+    split12 = load_dataset_split(synthetic_voc, "val")
+    oracle12 = _Oracle(split12, 128, len(split12.categories), 3)
+    spoil(oracle12)
+    m12, _ = evaluate(oracle12, build_eval_loader(split12, 128, 3, 0), split12, torch.device("cpu"), exp)
+    assert m12["metric"] == "voc (all-point)" and 0 < m12["AP50"] < 1 and m07["AP50"] != m12["AP50"]
+    same = voc_metrics(split12, [])                    # no detections at all: AP 0 under either rule
+    assert same["AP50"] == 0
+
+
 def test_voc_root_with_coco_split_names_is_a_clear_error(synthetic_voc):
     from yolox_gaudi.data import load_dataset_split
 

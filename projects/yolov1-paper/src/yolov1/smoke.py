@@ -112,8 +112,10 @@ def _run_smoke(out, *, num_train, num_val, pre_epochs, det_epochs, S, hidden, ba
                                 f"epochs={det_epochs}", f"lr_milestones={75 * m:.2f},{105 * m:.2f}",
                                 f"eval_every={max(1, det_epochs // 3)}", f"backbone={backbone}",
                                 f"responsibility={responsibility}", *common])
+    onnx = export_and_score(det["run_dir"], voc)
     result = {
         "pretrain": {k: pre["metrics"].get(k) for k in ("top1", "top5", "val_loss")},
+        "onnx": onnx,
         "detect": {k: det["metrics"].get(k) for k in detection_train.METRIC_KEYS},
         "backbone": str(backbone), "pretrain_run": str(pre["run_dir"]), "detect_run": str(det["run_dir"]),
         "data_s": round(t_data, 1), "total_s": round(time.perf_counter() - t0, 1),
@@ -123,6 +125,22 @@ def _run_smoke(out, *, num_train, num_val, pre_epochs, det_epochs, S, hidden, ba
     }
     (out / "smoke.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
     return result
+
+
+def export_and_score(detect_run, voc_root) -> dict:
+    """The detection run's last checkpoint -> ``<run>/export/yolov1-S<S>.onnx`` -> ``evaluate_onnx`` on the
+    same val split (COCO AP from yolo_common's shared evaluator, next to the run's own)."""
+    from yolo_common.onnx_eval import evaluate_onnx
+
+    from .evaluate import load_detector
+    from .export import export_onnx
+
+    model, meta = load_detector(detect_run)
+    path = export_onnx(model, meta, Path(detect_run) / "export" / f"yolov1-S{meta['config']['S']}.onnx")
+    m = evaluate_onnx(path, voc_root, "val", out_dir=Path(detect_run) / "export" / "onnx_eval", batch=8,
+                      providers=("CPUExecutionProvider",), warmup=1, progress=False)
+    return {"model": str(path), "coco_AP": m["coco"]["AP"], "coco_AP50": m["coco"]["AP50"],
+            "inference_ms": m["latency"]["inference_ms"]["mean"]}
 
 
 def default_out() -> Path:
@@ -151,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     d = r["detect"]
     print(f"detect:   VOC07 mAP@0.5 {d['voc07_mAP']:.4f}, VOC mAP@0.5 (all-point) {d['voc_mAP']:.4f}, "
           f"COCO AP {d['coco_AP']:.4f}, AP50 {d['coco_AP50']:.4f}")
+    print(f"onnx:     COCO AP {r['onnx']['coco_AP']:.4f} / AP50 {r['onnx']['coco_AP50']:.4f} through "
+          f"yolo_common.onnx_eval ({r['onnx']['model']})")
     return r
 
 

@@ -74,6 +74,7 @@ class ImageCache:
         self._buf: np.ndarray | None = None
         self._offsets: np.ndarray | None = None
         self._shapes: np.ndarray | None = None
+        self._fresh: set[int] | None = None      # disk, attach(): the entries the manifest vouches for
 
     def bytes_needed(self) -> int:
         """RGB bytes of every image, from the annotation's sizes (what the ram cache will hold)."""
@@ -90,11 +91,14 @@ class ImageCache:
 
     # ---- filling ----------------------------------------------------------------------------------
 
-    def fill(self) -> ImageCache:
-        """Decodes every image (disk: only the new or changed ones); logs progress and the time taken."""
+    def fill(self, check_memory: bool = True) -> ImageCache:
+        """Decodes every image (disk: only the new or changed ones); logs progress and the time taken.
+        ``check_memory=False`` when the caller checked already (every rank of a node checks before any
+        fills, so no rank sees the memory another one has just taken)."""
         t0 = time.perf_counter()
         if self.mode == "ram":
-            self.check_memory()
+            if check_memory:
+                self.check_memory()
             self._fill_ram()
         else:
             self._fill_disk()
@@ -135,6 +139,24 @@ class ImageCache:
                     log.info("cache ram: %d/%d images decoded", i + 1, n)
         self._buf, self._offsets, self._shapes = buf, offsets, shapes
 
+    def attach(self) -> ImageCache:
+        """Disk mode, for the ranks that did not fill: read the manifest another rank wrote, write nothing
+        (concurrent writers of one manifest would race). Images it does not list are decoded per read."""
+        if self.mode != "disk":
+            raise ValueError("attach() is for the disk cache; fill() the ram cache on every rank")
+        try:
+            manifest = json.loads((self.cache_dir / "manifest.json").read_text())
+        except (OSError, ValueError):
+            manifest = {}
+        self._fresh = set()
+        for i in range(len(self.records)):
+            try:
+                if manifest.get(str(i)) == self._key(i) and self._npy(i).is_file():
+                    self._fresh.add(i)
+            except OSError as e:
+                self.unreadable[i] = f"{self.records[i].path}: {e}"
+        return self
+
     def _key(self, i: int) -> str:
         r = self.records[i]
         st = os.stat(r.path)
@@ -165,7 +187,7 @@ class ImageCache:
             img = self._decode(i)
             if img is None:
                 return i, None
-            tmp = self._npy(i).with_suffix(".tmp.npy")
+            tmp = self._npy(i).with_suffix(f".{os.getpid()}.tmp.npy")    # unique: nodes may share the folder
             np.save(tmp, img)
             tmp.replace(self._npy(i))           # atomic: a killed fill never leaves half a file
             return i, key
@@ -176,9 +198,10 @@ class ImageCache:
                     manifest[str(i)] = key
                 if k % max(len(todo) // 10, 1) == 0:
                     log.info("cache disk: %d/%d images written to %s", k, len(todo), self.cache_dir)
-        tmp = manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest))
-        tmp.replace(manifest_path)
+        if todo:
+            tmp = manifest_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(manifest))
+            tmp.replace(manifest_path)
         log.info("cache disk: %d of %d images reused from %s", len(self.records) - len(todo), len(self.records),
                  self.cache_dir)
 
@@ -193,10 +216,22 @@ class ImageCache:
                 raise RuntimeError("ImageCache.get before fill()")
             a, b = self._offsets[i], self._offsets[i + 1]
             img = self._buf[a:b].reshape(tuple(self._shapes[i])).copy()
+        elif self._fresh is not None and i not in self._fresh:
+            img = read_image(self.records[i].path)      # not in the manifest this rank attached to
+            return img
         else:
             img = np.array(np.load(self._npy(i), mmap_mode="r"))
         self.hits += 1
         return img
+
+
+def local_world_size(environ=None) -> int:
+    """Processes on this node, from torchrun's or MPI's variables (1 when none is set)."""
+    environ = os.environ if environ is None else environ
+    for var in ("LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_LOCAL_SIZE"):
+        if environ.get(var):
+            return max(int(environ[var]), 1)
+    return 1
 
 
 def default_cache_dir(output_dir: str | Path, data_dir: str | Path, split: str) -> Path:

@@ -86,6 +86,9 @@ class Exp:
     print_interval: int = 10        # iterations between progress lines
     eval_interval: int = 10         # epochs between evaluations (1 in the no-aug epochs)
     save_history_ckpt: bool = True  # keep epoch_N.pt for every epoch
+    # At the end: export the EMA model to <run>/export/<name>.onnx and score it with yolo_common's ONNX
+    # evaluator on the val split (COCO layout), next to the torch evaluation in summary.md.
+    export_onnx: bool = False
     output_dir: str = "runs"        # the run lands in <output_dir>/<experiment name>
 
     # ---- evaluation ---- #
@@ -246,6 +249,14 @@ def load_exp_file(path: str | Path) -> Exp:
             for name, value in vars(klass).items():
                 if name in base_defaults and not callable(value) and getattr(exp, name) == _field_default(exp, name):
                     setattr(exp, name, value)
+        # Anything else the file sets (a typo, or Megvii's data_dir / train_ann / val_ann, which are
+        # flags or split names here) would be silently unused: refuse it, as merge() refuses unknown keys.
+        unknown = sorted(set(vars(exp)) - set(base_defaults))
+        if unknown:
+            hint = {"data_dir": "--data_dir", "train_ann": "train_split", "val_ann": "val_split"}
+            raise ValueError(f"Exp sets {unknown}, which are not config keys"
+                             f"{''.join(f'; for {k} use {hint[k]}' for k in unknown if k in hint)}; valid keys: "
+                             f"{', '.join(sorted(base_defaults))}")
         return exp.check()
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: {e}") from e
@@ -256,10 +267,35 @@ def _field_default(exp: Exp, name: str):
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
+# The fields that shape the network: a checkpoint's values win over the named model's when it is loaded
+# for evaluation, demo or export (a model trained with `act relu` must not run with SiLU).
+MODEL_FIELDS = ("num_classes", "depth", "width", "depthwise", "act")
+
+
+def apply_checkpoint_exp(exp: Exp, ck: dict, *, extra: tuple[str, ...] = ()) -> list[str]:
+    """Copies :data:`MODEL_FIELDS` (+ ``extra``) from a run checkpoint's ``exp`` dict into ``exp``;
+    returns the fields that changed. A Megvii ``.pth`` (no ``exp``) changes nothing."""
+    saved = ck.get("exp") if isinstance(ck, dict) else None
+    if not isinstance(saved, dict):
+        return []
+    hints = typing.get_type_hints(type(exp))
+    changed = []
+    for name in (*MODEL_FIELDS, *extra):
+        if name in saved:
+            value = saved[name]
+            if isinstance(value, list):
+                value = tuple(value)
+            if getattr(exp, name) != value:
+                changed.append(name)
+                setattr(exp, name, parse_value(str(value) if not isinstance(value, tuple) else
+                                               ",".join(map(str, value)), hints[name]))
+    return changed
+
+
 def exp_to_dict(exp: Exp) -> dict:
     """Plain dict of the config (for config.json and checkpoints)."""
     return dataclasses.asdict(exp)
 
 
 __all__ = ["EXPS", "Exp", "YoloxL", "YoloxM", "YoloxNano", "YoloxS", "YoloxTiny", "YoloxX", "exp_to_dict",
-           "get_exp", "load_exp_file", "parse_value"]
+           "apply_checkpoint_exp", "get_exp", "load_exp_file", "parse_value"]

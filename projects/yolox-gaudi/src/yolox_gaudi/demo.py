@@ -84,19 +84,14 @@ def run(args, exp) -> int:
 
     from .data import EvalDataset
     from .engine import postprocess
-    from .model import build_model, load_pretrained
+    from .model import build_from_checkpoint
 
     files = list_images(args.path)
     ck = load_checkpoint(args.ckpt)
-    if "exp" in ck and not args.exp_file:            # a run's checkpoint knows its class count
-        exp.num_classes = int(ck["exp"].get("num_classes", exp.num_classes))
+    # a run's checkpoint knows its classes, act, size...; --tsize still wins
+    model = build_from_checkpoint(exp, ck, args.ckpt, use_checkpoint_exp=not args.exp_file, extra=("test_size",))
     if args.tsize is not None:
         exp.test_size = args.tsize
-    model = build_model(exp)
-    missing = load_pretrained(model, ck.get("model", ck))
-    if missing:
-        raise ValueError(f"{args.ckpt} does not fit {exp.name} with {exp.num_classes} classes "
-                         f"({len(missing)} tensors missing or of another shape, e.g. {missing[:3]})")
     names = class_names(ck, exp.num_classes, args.names)
     device = resolve_device("cuda" if args.device == "gpu" else args.device)
     model.to(device).eval()

@@ -191,18 +191,22 @@ def train_one_epoch(model, loss_fn: YOLOXLoss, optimizer, loader, device, *, epo
 
 def voc_metrics(split, dets: list[dict]) -> dict:
     """Megvii's VOC figures through ``yolo_common.evaluation.voc_map``: ``AP50`` = VOC mAP at IoU 0.5
-    (11-point for VOC2007 sets, as Megvii's ``voc_eval``; all-point otherwise), ``AP`` = the mean over IoU
+    (for VOC2007 images the 11-point metric with py-faster-rcnn's thresholds ``np.arange(0, 1.1, 0.1)``, as
+    Megvii's ``voc_eval``, which decides by the year; all-point otherwise), ``AP`` = the mean over IoU
     0.50:0.05:0.95 (Megvii's ``map_5095``), ``AP75``, and the per-class AP at 0.5. ``dets`` are COCO-style
-    (xywh)."""
+    (xywh). Not Megvii's: its ``+1`` pixel convention in box areas and intersections (continuous
+    coordinates here, as COCO)."""
+    from pathlib import Path
+
     import numpy as np
     from yolo_common.evaluation import voc_map
 
     xyxy = [{**d, "bbox": [d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2], d["bbox"][1] + d["bbox"][3]]}
             for d in dets]
-    use_07 = "2007" in split.split
+    use_07 = bool(split.records) and all("VOC2007" in Path(r.path).parts for r in split.records)
     names = {c["id"]: c["name"] for c in split.categories}
-    runs = [voc_map(split.records, xyxy, iou_threshold=float(t), use_07_metric=use_07, class_names=names)
-            for t in np.linspace(0.5, 0.95, 10)]
+    runs = [voc_map(split.records, xyxy, iou_threshold=float(t), use_07_metric=use_07, legacy_devkit=use_07,
+                    class_names=names) for t in np.linspace(0.5, 0.95, 10)]
     return {"AP": float(np.nanmean([r["mAP"] for r in runs])), "AP50": float(runs[0]["mAP"]),
             "AP75": float(runs[5]["mAP"]), "per_class": runs[0]["per_class"],
             "metric": "voc07 (11-point)" if use_07 else "voc (all-point)"}

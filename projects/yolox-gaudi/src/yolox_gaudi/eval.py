@@ -108,6 +108,7 @@ def run(args, exp) -> dict:
     from . import hpu
     from yolo_common.data import read_coco
 
+    from .config import apply_checkpoint_exp
     from .data import build_eval_loader, load_dataset_split
     from .engine import evaluate
     from .model import build_model, load_pretrained
@@ -138,8 +139,14 @@ def run(args, exp) -> dict:
     if len(split.categories) != exp.num_classes:
         raise UsageError(f"{data_dir} has {len(split.categories)} categories but num_classes={exp.num_classes}; "
                          f"add `num_classes {len(split.categories)}`")
-    model = build_model(exp)
     ck = load_checkpoint(args.ckpt)
+    changed = [] if args.exp_file else apply_checkpoint_exp(exp, ck)
+    if "num_classes" in changed:
+        raise UsageError(f"{args.ckpt} was trained with {exp.num_classes} classes but {data_dir} has "
+                         f"{len(split.categories)} categories")
+    if changed:
+        print(f"[yolox_gaudi.eval] from the checkpoint: {', '.join(f'{k} {getattr(exp, k)}' for k in changed)}")
+    model = build_model(exp)
     missing = load_pretrained(model, ck.get("model", ck))
     if missing:
         raise UsageError(f"{args.ckpt} does not fit {exp.name} with {exp.num_classes} classes "

@@ -267,6 +267,26 @@ def build_model(exp) -> YOLOX:
     return model
 
 
+def build_from_checkpoint(exp, ck: dict, source: str, *, use_checkpoint_exp: bool = True,
+                          extra: tuple[str, ...] = ()) -> YOLOX:
+    """The network a checkpoint holds, for eval / demo / export: the checkpoint's network fields win
+    over ``exp``'s (``config.apply_checkpoint_exp``), then every tensor must load.
+
+    Raises:
+        ValueError: the weights do not fit (the message names ``source`` and a few tensors).
+    """
+    from .config import apply_checkpoint_exp
+
+    if use_checkpoint_exp:
+        apply_checkpoint_exp(exp, ck, extra=extra)
+    model = build_model(exp)
+    missing = load_pretrained(model, ck.get("model", ck))
+    if missing:
+        raise ValueError(f"{source} does not fit {exp.name} with {exp.num_classes} classes "
+                         f"({len(missing)} tensors missing or of another shape, e.g. {missing[:3]})")
+    return model
+
+
 def load_pretrained(model: nn.Module, state_dict: dict) -> list[str]:
     """Loads ``state_dict`` (e.g. an official Megvii ``.pth``'s ``model``) where names and shapes match.
 

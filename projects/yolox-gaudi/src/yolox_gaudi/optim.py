@@ -64,7 +64,14 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, sta
         if [len(g["params"]) for g in saved_groups] != [len(g) for g in ours]:
             raise ValueError(f"its optimizer groups hold {[len(g['params']) for g in saved_groups]} parameters, "
                              f"this model's {[len(g) for g in ours]} (another model size or layout)")
-        param_names = ours
+        # Megvii's order first; then this project's before 2026-12 (head stems registered first), whose
+        # checkpoints carry no names either. The shapes decide which one the state belongs to.
+        for order in (ours, _stems_first(ours)):
+            try:
+                return load_optimizer_state(optimizer, model, state, order)
+            except ValueError as e:
+                error = e
+        raise error
     flat_saved = [n for g in param_names for n in g]
     flat_ours = [n for g in ours for n in g]
     if len(saved_groups) != len(ours) or set(flat_saved) != set(flat_ours):
@@ -90,6 +97,18 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, sta
             new_state[i] = st
         new_groups.append({**{k: v for k, v in g_saved.items() if k != "params"}, "params": ids})
     optimizer.load_state_dict({"state": new_state, "param_groups": new_groups})
+
+
+def _stems_first(groups: list[list[str]]) -> list[list[str]]:
+    """The parameter order of this project's head before it followed Megvii's: ``head.stems.*`` ahead of
+    the other head modules (the rest unchanged)."""
+    out = []
+    for names in groups:
+        head = [n for n in names if n.startswith("head.")]
+        stems = [n for n in head if n.startswith("head.stems.")]
+        rest = [n for n in head if not n.startswith("head.stems.")]
+        out.append([n for n in names if not n.startswith("head.")] + stems + rest)
+    return out
 
 
 def yolox_warm_cos_lr(lr: float, min_lr_ratio: float, total_iters: int, warmup_iters: int,

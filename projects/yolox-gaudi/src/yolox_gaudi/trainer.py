@@ -165,19 +165,23 @@ def _run(args, exp, device, info, precision: str) -> dict:
 
     cache = None
     if args.cache:
-        from .cache import ImageCache, default_cache_dir
+        from .cache import ImageCache, default_cache_dir, local_world_size
 
-        # Every rank of a node holds its own ram copy: the memory check shares MemAvailable among them.
-        # The disk cache is written by one rank per node, then read by all.
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        # Every rank of a node holds its own ram copy: MemAvailable is shared among them, and every rank
+        # checks before any fills. The disk cache is written by local rank 0 only; the others attach.
         cache = ImageCache(train_split.records, args.cache, cache_dir=default_cache_dir(exp.output_dir, data_dir,
-                           exp.train_split), headroom=0.8 / max(local, 1))
+                           exp.train_split), headroom=0.8 / local_world_size())
         try:
-            if args.cache == "disk" and info.local_rank != 0:
+            if args.cache == "ram":
+                cache.check_memory()
                 barrier()
-            cache.fill()
-            if args.cache == "disk" and info.local_rank == 0:
+                cache.fill(check_memory=False)
+            elif info.local_rank == 0:
+                cache.fill()
                 barrier()
+            else:
+                barrier()
+                cache.attach()
         except MemoryError as e:
             raise UsageError(str(e)) from None
     source = CocoSource(train_split, cache)
@@ -260,6 +264,7 @@ def _run(args, exp, device, info, precision: str) -> dict:
 
     max_iters = exp.steps if exp.steps > 0 else None
     metrics: dict = {}
+    onnx_metrics: dict = {}
     try:
         while state.epoch < exp.max_epoch:
             epoch = state.epoch
@@ -308,9 +313,15 @@ def _run(args, exp, device, info, precision: str) -> dict:
             if stopping:
                 log.info("stopping after %d iterations (steps %d)", state.iteration, exp.steps)
                 break
+        if info.is_main and exp.export_onnx and metrics and state.epoch >= exp.max_epoch:
+            onnx_metrics = export_and_score(ema.ema if ema is not None else model, exp, run.root, data_dir,
+                                            val_split, metrics)
     finally:
         if info.is_main and metrics:
             rows = [{"metric": k, "value": v} for k, v in metrics.items() if isinstance(v, float)]
+            if onnx_metrics:
+                rows += [{"metric": f"ONNX {k} (yolo_common.onnx_eval)", "value": onnx_metrics["coco"][k]}
+                         for k in ("AP", "AP50", "AP75")]
             run.write_summary({"Evaluation (EMA weights)": rows,
                                "Run": [{"model": exp.name, "epochs": state.epoch, "iterations": state.iteration,
                                         "device": str(device), "precision": precision,
@@ -320,6 +331,27 @@ def _run(args, exp, device, info, precision: str) -> dict:
                               title=f"{exp.name} on {device}")
         run.close()
     return metrics
+
+
+def export_and_score(model, exp, root: Path, data_dir, val_split, torch_metrics: dict) -> dict:
+    """``export_onnx True``: the EMA model -> ``<run>/export/<name>.onnx`` -> ``evaluate_onnx`` on the val
+    split; logs both APs (they agree to ~1e-4: same letterbox, decode and NMS). VOC roots are skipped
+    (the ONNX evaluator reads one split by name, not joined VOC sets)."""
+    if val_split.layout != "coco":
+        log.info("export_onnx: skipped the ONNX evaluation (%s layout)", val_split.layout)
+        return {}
+    from yolo_common.onnx_eval import evaluate_onnx
+
+    from .export import export_onnx
+
+    path = export_onnx(model.cpu() if next(model.parameters()).device.type != "cpu" else model, exp,
+                       root / "export" / f"{exp.name}.onnx", val_split.class_names)
+    m = evaluate_onnx(path, data_dir, exp.val_split, out_dir=root / "export" / "onnx_eval", batch=8,
+                      providers=("CPUExecutionProvider",), warmup=1, progress=False)
+    log.info("ONNX %s: AP %.4f AP50 %.4f (torch: AP %.4f AP50 %.4f), %.1f ms/img on %s", path.name, m["coco"]["AP"],
+             m["coco"]["AP50"], torch_metrics["AP"], torch_metrics["AP50"], m["latency"]["inference_ms"]["mean"],
+             m["provider"])
+    return m
 
 
 def _reduce_via(device):
