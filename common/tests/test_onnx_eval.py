@@ -438,3 +438,31 @@ def test_metadata_decode_settings_are_the_defaults(tmp_path):
     assert (m3["settings"]["conf"], m3["settings"]["max_det"], m3["settings"]["multi_label"]) == (0.001, 300, True)
     with pytest.raises(ValueError, match="not among"):
         write_model_metadata(path, "raw", ULTRALYTICS.with_size(64), ["a"], decode={"nms": 0.5})
+
+
+def test_set_decoder_equals_transformers_post_process():
+    """The set contract scores as transformers' post_process_object_detection (softmax, no-object column
+    dropped, best class per query, threshold, boxes scaled to the target size) on random outputs."""
+    transformers = pytest.importorskip("transformers")
+    from types import SimpleNamespace
+
+    from yolo_common.onnx_eval import decode_set
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (2, 50, 5)).astype(np.float32)          # 4 classes + no-object
+    boxes = rng.uniform(0.05, 0.95, (2, 50, 4)).astype(np.float32)
+    boxes[..., 2:] *= 0.3
+    hw = (96, 128)
+    ours = decode_set(logits, boxes, hw, conf=0.3, max_det=100)
+    proc = transformers.YolosImageProcessor()
+    ref = proc.post_process_object_detection(SimpleNamespace(logits=torch.from_numpy(logits),
+                                                             pred_boxes=torch.from_numpy(boxes)),
+                                             threshold=0.3, target_sizes=[hw, hw])
+    for o, r in zip(ours, ref):
+        order = torch.argsort(r["scores"], descending=True, stable=True)
+        assert len(o.scores) == len(order) > 0
+        np.testing.assert_allclose(o.scores, r["scores"][order].numpy(), rtol=1e-5)
+        np.testing.assert_array_equal(o.classes, r["labels"][order].numpy())
+        np.testing.assert_allclose(o.boxes, r["boxes"][order].numpy(), rtol=1e-5, atol=1e-3)
+    capped = decode_set(logits, boxes, hw, conf=0.0, max_det=7)
+    assert all(len(c.scores) == 7 and (np.diff(c.scores) <= 0).all() for c in capped)

@@ -15,6 +15,11 @@ Output contracts (the model's *first* output is used):
   ``max_candidates`` by score go through class-aware NMS (``torchvision.ops.batched_nms``) and the
   best ``max_det`` survive.
 
+- ``"set"``: DETR-style set prediction, two outputs: ``logits [N, Q, C + 1]`` (the last column is
+  "no object") and ``pred_boxes [N, Q, 4]`` normalised ``cx, cy, w, h`` of the model input. Scores are
+  the softmax without the no-object column, one class per query (its best), as transformers'
+  ``post_process_object_detection``; queries with ``score > conf``, best ``max_det`` first; no NMS.
+
 The contract is taken from the ``contract`` argument, else from the model's ``yolo_common`` metadata
 (see :func:`write_model_metadata`), else from the output shape (last dim 6 -> ``e2e``).
 
@@ -46,7 +51,7 @@ import numpy as np
 from yolo_common.preprocess import ULTRALYTICS, LetterboxMeta, LetterboxSpec, letterbox, read_image, unletterbox_boxes
 
 META_KEY = "yolo_common"
-CONTRACTS = ("e2e", "raw")
+CONTRACTS = ("e2e", "raw", "set")
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 DEFAULT_IMGSZ = 640
 
@@ -258,9 +263,32 @@ def decode_raw(output: np.ndarray, conf: float = 0.001, iou: float = 0.7, max_de
     return out
 
 
+def decode_set(logits: np.ndarray, pred_boxes: np.ndarray, input_hw: tuple[int, int], conf: float = 0.0,
+               max_det: int = 100) -> list[ImageDets]:
+    """Decode DETR-style ``logits [N, Q, C+1]`` + ``pred_boxes [N, Q, 4]`` (normalised cxcywh) into
+    per-image detections in input pixels (``input_hw`` = the model input's (h, w)), as transformers'
+    ``post_process_object_detection`` scores them: softmax, no-object column dropped, best class per query."""
+    logits = np.asarray(logits, np.float64)
+    pred_boxes = np.asarray(pred_boxes, np.float64)
+    if logits.ndim != 3 or pred_boxes.shape != (*logits.shape[:2], 4):
+        raise ValueError(f"set outputs must be logits [N, Q, C+1] and pred_boxes [N, Q, 4], got {logits.shape} "
+                         f"and {pred_boxes.shape}")
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    probs = (z / z.sum(-1, keepdims=True))[..., :-1]
+    h, w = input_hw
+    out = []
+    for p, b in zip(probs, pred_boxes):
+        labels, scores = p.argmax(-1), p.max(-1)
+        keep = np.nonzero(scores > conf)[0]
+        keep = keep[np.argsort(-scores[keep], kind="stable")[:max_det]]
+        xyxy = _cxcywh_to_xyxy(b[keep]) * np.array([w, h, w, h])
+        out.append(ImageDets(xyxy.astype(np.float32), scores[keep].astype(np.float32), labels[keep].astype(np.int64)))
+    return out
+
+
 def decode(output: np.ndarray, contract: str, *, conf: float = 0.001, iou: float = 0.7,
            max_det: int = 300, multi_label: bool = True) -> list[ImageDets]:
-    """Dispatch to :func:`decode_e2e` or :func:`decode_raw`."""
+    """Dispatch to :func:`decode_e2e` or :func:`decode_raw` (``set`` has two outputs: :func:`decode_set`)."""
     if contract == "e2e":
         return decode_e2e(output, conf, max_det)
     if contract == "raw":
@@ -433,14 +461,22 @@ def _inference_loop(sess, inp: _ModelInput, records, spec: LetterboxSpec, rows: 
                     sess.run(None, {inp.name: x})
                 res.warmup_s = time.perf_counter() - t1
                 t1 = time.perf_counter()
-            out = sess.run(None, {inp.name: x})[0]
+            outs = sess.run(None, {inp.name: x})
+            out = outs[0]
             t2 = time.perf_counter()
             res.contract = res.contract or detect_contract(out.shape)
             if res.contract == "raw" and out.shape[1] - 4 != nc:
                 raise ValueError(f"raw output {out.shape} has {out.shape[1] - 4} classes but the dataset has "
                                  f"{nc} categories")
-            for dets, m, r in zip(decode(out[:len(chws)], res.contract, conf=conf, iou=iou, max_det=max_det,
-                                         multi_label=multi_label), metas, recs):
+            if res.contract == "set":
+                if len(outs) < 2 or out.shape[-1] - 1 != nc:
+                    raise ValueError(f"set contract: expected logits [N, Q, {nc}+1] and pred_boxes outputs, got "
+                                     f"{[o.shape for o in outs]}")
+                batch_dets = decode_set(out[:len(chws)], outs[1][:len(chws)], x.shape[2:], conf, max_det)
+            else:
+                batch_dets = decode(out[:len(chws)], res.contract, conf=conf, iou=iou, max_det=max_det,
+                                    multi_label=multi_label)
+            for dets, m, r in zip(batch_dets, metas, recs):
                 ok = (dets.classes >= 0) & (dets.classes < nc)
                 if not ok.all():
                     res.dropped += int((~ok).sum())
@@ -543,7 +579,7 @@ def evaluate_onnx(
     nc = len(category_ids)
     if meta.get("class_names") is not None and len(meta["class_names"]) != nc:
         raise ValueError(f"model has {len(meta['class_names'])} classes but the dataset has {nc} categories")
-    if contract != "e2e":
+    if contract not in ("e2e", "set"):
         import torch  # noqa: F401  (pay the import here, counted in load_s, not inside the first timed decode)
         import torchvision  # noqa: F401
     t_loaded = time.perf_counter()

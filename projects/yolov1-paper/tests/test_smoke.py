@@ -18,9 +18,11 @@ def test_smoke_pipeline(tmp_path):
     for p in (pre / "config.json", pre / "classes.json", pre / "logs/train.jsonl", pre / "logs/eval.jsonl",
               pre / "checkpoints/epoch_0000/model.safetensors", pre / "checkpoints/epoch_0000/backbone.safetensors",
               det / "logs/eval.jsonl", det / "curves/loss.png", det / "eval/metrics.json", det / "summary.md",
-              det / "checkpoints/epoch_0007/model.safetensors", tmp_path / "smoke.json"):
+              det / "checkpoints/epoch_0007/model.safetensors", tmp_path / "smoke.json", det / "samples/val.png",
+              det / "eval/detections.json"):
         assert p.is_file(), p
     assert any((det / "tb").iterdir())
+    assert "samples/val.png" in (det / "summary.md").read_text()
     assert 0 <= r["pretrain"]["top1"] <= r["pretrain"]["top5"] <= 1
     for k in ("voc07_mAP", "voc_mAP", "coco_AP", "coco_AP50"):
         assert math.isfinite(r["detect"][k]) and 0 <= r["detect"][k] <= 1, k

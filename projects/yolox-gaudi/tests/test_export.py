@@ -56,7 +56,12 @@ def test_run_export_scores_like_its_own_evaluation(tmp_path, train):
     assert abs(onnx_m["coco"]["AP"] - torch_m["AP"]) < 0.01 and abs(onnx_m["coco"]["AP50"] - torch_m["AP50"]) < 0.01
     best = lambda dets: sorted((d["image_id"], round(d["score"], 3)) for d in dets)[-20:]  # noqa: E731
     assert best(ours) == best(theirs)
-    assert "ONNX AP" in (root / "summary.md").read_text()
+    summary = (root / "summary.md").read_text()
+    assert "ONNX AP" in summary and "samples/val.png" in summary and "curves/loss.png" in summary
+    from PIL import Image
+
+    with Image.open(root / "samples" / "val.png") as im:             # 4 val images x (GT | predictions)
+        assert im.format == "PNG" and im.size == (512, 4 * (256 + 14))
 
 
 def test_export_cli_builds_the_checkpoints_network(tmp_path):

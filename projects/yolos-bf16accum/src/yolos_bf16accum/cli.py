@@ -45,6 +45,8 @@ def get_args_parser(regime: str) -> argparse.ArgumentParser:
     p.add_argument("--max_eval_samples", type=int, default=None)
     p.add_argument("--image_size", type=_size, default=d.image_size, help="fixed resize, N or H,W")
     p.add_argument("--eval_every_steps", type=int, default=None)
+    p.add_argument("--export_onnx", action="store_true", default=None,
+                   help="at the end: export the float model to ONNX and score it with yolo_common.onnx_eval")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
     p.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -76,6 +78,8 @@ def config_from_args(args: argparse.Namespace, regime: str, argv: Sequence[str])
     values = {k: getattr(args, k) for k in keys}
     values["augment"] = not args.no_augment
     values["verify_images"] = args.verify_images
+    if args.export_onnx:
+        values["export_onnx"] = True
     values["report_to"] = None if args.report_to == "none" else args.report_to
     if values["output_dir"] is None:
         values["output_dir"] = f"runs/{'smoke-' if args.smoke else ''}{regime}"
@@ -86,6 +90,8 @@ def config_from_args(args: argparse.Namespace, regime: str, argv: Sequence[str])
             overrides["augment"] = False
         if "verify_images" in given:
             overrides["verify_images"] = True
+        if "export_onnx" in given:
+            overrides["export_onnx"] = True
         return smoke_config(regime, **overrides)
     return TrainConfig(regime=regime, **values)
 
@@ -114,4 +120,7 @@ def main(argv: Sequence[str] | None = None, regime: str = "baseline") -> dict:
     final = summary["final"]
     print(f"[{regime}] final AP {final['AP']:.4f} AP50 {final['AP50']:.4f} eval loss {final['loss']:.4f} "
           f"after {summary['final_step']} steps -> {cfg.output_dir}/metrics_summary.json")
+    if summary.get("onnx", {}).get("AP") is not None:
+        print(f"[{regime}] ONNX (float model, yolo_common.onnx_eval): AP {summary['onnx']['AP']:.4f} "
+              f"AP50 {summary['onnx']['AP50']:.4f} ({summary['onnx']['model']})")
     return summary

@@ -61,6 +61,9 @@ class TrainConfig:
 
     # ---- eval / logging ----
     eval_every_steps: int | None = None        # None: eval at the end of every epoch
+    # At the end: the float model -> <run>/export/yolos.onnx (set contract), scored by yolo_common's ONNX
+    # evaluator on the eval split (COCO-layout datasets: coco2017, synthetic)
+    export_onnx: bool = False
     log_every_steps: int = 10
     report_to: str | None = None               # "wandb" to mirror scalars (needs wandb installed)
     wandb_project: str | None = None
@@ -108,6 +111,6 @@ def smoke_config(regime: str = "baseline", output_dir: str = "runs/smoke", **ove
                 image_size=(64, 96), synthetic_train=32, synthetic_val=16, per_device_train_batch_size=4,
                 per_device_eval_batch_size=8, num_train_epochs=10, learning_rate=1e-3, warmup_ratio=0.1,
                 max_grad_norm=1.0, precision="fp32", num_workers=0, device="cpu", accum_chunk=1,
-                log_every_steps=8, num_threads=1)
+                log_every_steps=8, num_threads=1, export_onnx=True)
     base.update(overrides)
     return TrainConfig(**base)

@@ -67,6 +67,33 @@ def build_loaders(train_ds, eval_ds, cfg: TrainConfig, device: torch.device):
     return train, evl
 
 
+def export_and_score(model, cfg: TrainConfig, labels, out: Path, final: dict) -> dict | None:
+    """``export_onnx``: the float model -> ``<run>/export/yolos.onnx`` -> ``evaluate_onnx`` on the eval split
+    (the synthetic set; other datasets are exported only, see below)."""
+    from yolo_common.onnx_eval import evaluate_onnx
+
+    from yolos_bf16accum.export import export_onnx
+
+    if cfg.dataset == "synthetic":
+        data = Path(cfg.synthetic_dir or out / "data") / "coco"
+    else:
+        # CPPE-5 is no folder the evaluator reads; on COCO the labels are COCO's sparse ids (91 + no-object),
+        # where the evaluator maps class k to the k-th category: export only, score with the run's own eval
+        log.info("export_onnx: %s is not scored by the ONNX evaluator (export only)", cfg.dataset)
+        data = None
+    names = [labels.id2label[i] for i in range(labels.num_labels)]
+    path = export_onnx(model, cfg.image_size, names, out / "export" / "yolos.onnx")
+    if data is None:
+        return {"model": str(path)}
+    m = evaluate_onnx(path, data, "val2017", out_dir=out / "export" / "onnx_eval", max_images=cfg.max_eval_samples,
+                      batch=cfg.per_device_eval_batch_size, providers=("CPUExecutionProvider",), warmup=1,
+                      progress=False)
+    log.info("ONNX (float model, set contract): AP %.4f AP50 %.4f (the run's last eval: AP %.4f AP50 %.4f)",
+             m["coco"]["AP"], m["coco"]["AP50"], final["AP"], final["AP50"])
+    return {"model": str(path), "AP": m["coco"]["AP"], "AP50": m["coco"]["AP50"],
+            "inference_ms": m["latency"]["inference_ms"]["mean"]}
+
+
 def run(cfg: TrainConfig) -> dict:
     """Trains and evaluates one run; returns (and writes) ``metrics_summary.json``'s content."""
     from yolo_common.checkpoint import CheckpointManager
@@ -152,6 +179,7 @@ def run(cfg: TrainConfig) -> dict:
                 log.warning("epoch %d: %s so far (replaced by the next image)", epoch,
                             train_loader.dataset.summary())
             ckpt.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "class_names": [labels.id2label[i] for i in range(labels.num_labels)],
                        "lr_scheduler": lr_scheduler.state_dict(), "step": state.step, "epoch": epoch,
                        "patch_state": state.patch_state, "config": cfg.to_dict()},
                       epoch=epoch, metric=record["AP"])
@@ -174,6 +202,8 @@ def run(cfg: TrainConfig) -> dict:
         "unreadable_train_images": train_loader.dataset.skipped,
         "unreadable_eval_images": eval_loader.dataset.skipped,
     }
+    if cfg.export_onnx:
+        summary["onnx"] = export_and_score(model, cfg, labels, out, final)
     atomic_write_json(out / "metrics_summary.json", summary)
     log.info("done in %.1f s: final AP %.4f (best %.4f) -> %s", summary["wall_time_s"], final["AP"],
              summary["best_AP"], out / "metrics_summary.json")

@@ -11,6 +11,7 @@ Writes ``<output_dir>/<run_name>/``: ``config.json``, ``logs/{train,eval}.jsonl`
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 
 import torch
@@ -79,6 +80,7 @@ def _train(cfg: DetectionConfig, accelerator, run, run_dir, seed: int) -> dict:
 
     step_fn = detection_step(criterion)
     metrics: dict = {}
+    last_dets: list[dict] = []
     for epoch in range(first_epoch, cfg.epochs):
         start_epoch(train_loader, epoch)   # new augmentation draws and shuffle, also in workers and resumed runs
         stats, step = train_one_epoch(model, step_fn, optimizer, train_loader, accelerator, schedule, epoch,
@@ -94,10 +96,11 @@ def _train(cfg: DetectionConfig, accelerator, run, run_dir, seed: int) -> dict:
         if last or (epoch + 1) % cfg.eval_every == 0:
             # fork_rng: evaluating must not move the training RNG stream (the eval loader's workers draw a
             # seed from it), or a run resumed after an eval epoch would see other dropout masks
+            last_dets = []   # the latest evaluation's detections (samples/val.png)
             with torch.random.fork_rng(devices=[]):
                 metrics = evaluate_detection(model, val_loader, accelerator, val_split, B=cfg.B, criterion=criterion,
                                              conf_threshold=cfg.conf_threshold, nms_iou=cfg.nms_iou,
-                                             max_detections=cfg.max_detections)
+                                             max_detections=cfg.max_detections, detections_out=last_dets)
             if accelerator.is_main_process:
                 run.log_eval(step, epoch + 1, **{k: metrics[k] for k in METRIC_KEYS if k in metrics},
                              train_loss=stats.get("loss"))
@@ -109,6 +112,7 @@ def _train(cfg: DetectionConfig, accelerator, run, run_dir, seed: int) -> dict:
                         keep=cfg.keep_checkpoints)
     if accelerator.is_main_process:
         atomic_write_json(run_dir / "eval" / "metrics.json", metrics)
+        pictures = write_samples(run_dir, val_split, last_dets)
         run.write_summary({
             "result": [{"epochs": cfg.epochs, **{k: metrics.get(k) for k in METRIC_KEYS},
                         "unreadable train image loads (this rank, whole run)": train_loader.dataset.skipped,
@@ -117,8 +121,22 @@ def _train(cfg: DetectionConfig, accelerator, run, run_dir, seed: int) -> dict:
                                               for k, v in metrics.get("per_class_voc07", {}).items()],
             "note": "voc07_mAP is the number comparable to the paper's 63.4 (VOC2007 test); coco_* are "
                     "COCO-protocol numbers on the same detections.",
+            "pictures": pictures,
         }, title=f"YOLOv1 detection {run_dir.name}")
     return {"run_dir": run_dir, "metrics": metrics}
+
+
+def write_samples(run_dir: Path, split, detections: list[dict]) -> str:
+    """``samples/val.png`` (first val images: ground truth | the last evaluation's detections) and
+    ``eval/detections.json`` (COCO xywh); returns the summary's links to it and the loss curves."""
+    from yolo_common.draw import samples_grid
+
+    coco = [{**d, "bbox": [d["bbox"][0], d["bbox"][1], d["bbox"][2] - d["bbox"][0], d["bbox"][3] - d["bbox"][1]]}
+            for d in detections]
+    atomic_write_json(run_dir / "eval" / "detections.json", coco)
+    samples_grid(split.records, coco, split.categories, run_dir / "samples" / "val.png", n=4)
+    return ("- [samples/val.png](samples/val.png): 4 val images, ground truth | detections (score >= 0.3)\n"
+            "- [curves/loss.png](curves/loss.png): the training losses")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -165,13 +165,15 @@ def evaluate_classification(model, loader, accelerator) -> dict[str, float]:
 
 @torch.inference_mode()
 def evaluate_detection(model, loader, accelerator, split, *, B: int, criterion=None, conf_threshold: float = 0.005,
-                       nms_iou: float = 0.5, max_detections: int = 100, legacy_devkit: bool = False) -> dict:
+                       nms_iou: float = 0.5, max_detections: int = 100, legacy_devkit: bool = False,
+                       detections_out: list | None = None) -> dict:
     """Decode + NMS every image of ``loader``, then VOC (07 11-point, all-point) and COCO mAP.
 
     Args:
         loader: yields ``(images, targets, indices)`` over ``split``'s records in order (no augmentation).
         split: the ``DatasetSplit`` the indices point into (its ``image_id``s and category ids are used).
         criterion: when given, the mean validation loss is reported too.
+        detections_out: a list that receives every detection (main process; ``bbox`` pixel xyxy).
 
     Returns:
         ``detection_metrics`` output (+ ``val_loss``) on the main process; ``{}`` on the others.
@@ -209,6 +211,8 @@ def evaluate_detection(model, loader, accelerator, split, *, B: int, criterion=N
         return {}
     unreadable = sum(img is None for img in per_image)   # gathered: every rank's, each image once
     detections = [d for img in per_image if img is not None for d in img]
+    if detections_out is not None:
+        detections_out.extend(detections)
     metrics = detection_metrics(split, detections, legacy_devkit=legacy_devkit)
     if criterion is not None:
         metrics["val_loss"] = loss_sum / max(n_images, 1)

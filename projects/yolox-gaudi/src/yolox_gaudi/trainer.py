@@ -322,7 +322,8 @@ def _run(args, exp, device, info, precision: str) -> dict:
             if onnx_metrics:
                 rows += [{"metric": f"ONNX {k} (yolo_common.onnx_eval)", "value": onnx_metrics["coco"][k]}
                          for k in ("AP", "AP50", "AP75")]
-            run.write_summary({"Evaluation (EMA weights)": rows,
+            pictures = write_samples(run.root, val_split, bool(onnx_metrics))
+            run.write_summary({"Evaluation (EMA weights)": rows, "Pictures": pictures,
                                "Run": [{"model": exp.name, "epochs": state.epoch, "iterations": state.iteration,
                                         "device": str(device), "precision": precision,
                                         "world_size": info.world_size, "seed": seed,
@@ -331,6 +332,25 @@ def _run(args, exp, device, info, precision: str) -> dict:
                               title=f"{exp.name} on {device}")
         run.close()
     return metrics
+
+
+def write_samples(root: Path, val_split, from_onnx: bool) -> str:
+    """``samples/val.png``: the first val images, ground truth next to predictions (the ONNX evaluator's
+    detections when the run exported, else the last evaluation's); the Markdown linking it and the curves."""
+    import json
+
+    from yolo_common.draw import samples_grid
+
+    src = root / "export" / "onnx_eval" / "detections.json" if from_onnx else root / "eval" / "detections.json"
+    try:
+        dets = json.loads(src.read_text())
+        samples_grid(val_split.records, dets, val_split.categories, root / "samples" / "val.png", n=4)
+    except (OSError, ValueError) as e:
+        log.warning("samples: not written (%s)", e)
+        return "no samples (see the log)"
+    return (f"- [samples/val.png](samples/val.png): 4 val images, ground truth | predictions (score >= 0.3, "
+            f"from {'the ONNX export' if from_onnx else 'the EMA model'})\n"
+            f"- [curves/loss.png](curves/loss.png): the training losses")
 
 
 def export_and_score(model, exp, root: Path, data_dir, val_split, torch_metrics: dict) -> dict:
