@@ -84,3 +84,9 @@ def test_baseline_run_onnx_score_equals_its_own(tmp_path):
     assert ours.keys() == theirs.keys()
     for k in ours:
         np.testing.assert_allclose(sorted(theirs[k], reverse=True), ours[k], atol=0.02)
+    # the CLI: a run folder (its best.pt) -> the same kind of file
+    from yolos_bf16accum.export import main
+
+    assert main([str(tmp_path / "run"), "-o", str(tmp_path / "cli.onnx")]) == 0
+    assert ort.InferenceSession(str(tmp_path / "cli.onnx"), providers=["CPUExecutionProvider"]).get_outputs()[1].name \
+        == "pred_boxes"
