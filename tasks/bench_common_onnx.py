@@ -97,7 +97,8 @@ def _bare_loop(model_path: Path, records, spec, warmup: int = 3) -> tuple[float,
     return time.perf_counter() - t, run_s
 
 
-def run(num_images: int = 200, imgsz: int = 320, seed: int = 0, cls_bias: float = -9.0) -> dict:
+def run(num_images: int = 200, imgsz: int = 320, seed: int = 0, cls_bias: float = -9.0,
+        batches: tuple[int, ...] = (1, 8)) -> dict:
     """Build, export, generate, time both loops; returns the numbers (also printed).
 
     ``cls_bias`` sets how many NMS candidates the random model makes: -9 (default) ~13% of
@@ -126,14 +127,34 @@ def run(num_images: int = 200, imgsz: int = 320, seed: int = 0, cls_bias: float 
         import_s = time.perf_counter() - t
         print(f"[bench] import torchvision: {import_s:.2f} s (one-off)", flush=True)
 
-        print("[bench] evaluate_onnx end to end", flush=True)
-        t = time.perf_counter()
-        m = evaluate_onnx(model_path, coco, "val", providers=["CPUExecutionProvider"], progress=False)
-        pipeline_s = time.perf_counter() - t
-
         print("[bench] bare loop: read + letterbox + session.run", flush=True)
         records = load_split(coco, "val").records
         bare_s, bare_run_s = _bare_loop(model_path, records, spec)
+
+        # The per-image loop, sequential and overlapped (helper threads read the next batch and decode the
+        # previous one during session.run), at each batch size, with ORT's default threads and with one.
+        loops = []
+        for batch in batches:
+            for threads in (None, 1):
+                row = {"batch": batch, "intra_op_threads": threads}
+                for overlap in (False, True):
+                    r = evaluate_onnx(model_path, coco, "val", providers=["CPUExecutionProvider"], progress=False,
+                                      batch=batch, overlap=overlap, intra_op_threads=threads)
+                    key = "overlap" if overlap else "sequential"
+                    row[f"{key}_loop_s"] = r["latency"]["loop_s"]
+                    row[f"{key}_loop_overhead_pct"] = 100 * (r["latency"]["loop_s"] - bare_s) / bare_s
+                    row[f"{key}_detections"] = r["num_detections"]
+                    row[f"{key}_AP"] = r["coco"]["AP"]
+                loops.append(row)
+                print(f"[bench] batch {batch}, ORT threads {threads or 'default'}: loop sequential "
+                      f"{row['sequential_loop_s']:.2f} s ({row['sequential_loop_overhead_pct']:+.1f}%), overlapped "
+                      f"{row['overlap_loop_s']:.2f} s ({row['overlap_loop_overhead_pct']:+.1f}%) vs bare {bare_s:.2f} s; "
+                      f"same detections: {row['sequential_detections'] == row['overlap_detections']}", flush=True)
+
+        print("[bench] evaluate_onnx end to end (defaults: batch 1, overlapped)", flush=True)
+        t = time.perf_counter()
+        m = evaluate_onnx(model_path, coco, "val", providers=["CPUExecutionProvider"], progress=False)
+        pipeline_s = time.perf_counter() - t
 
     lat = m["latency"]
     res = {
@@ -158,6 +179,8 @@ def run(num_images: int = 200, imgsz: int = 320, seed: int = 0, cls_bias: float 
         "detections_per_image": m["num_detections"] / max(1, m["num_images"]),
         "cls_bias": cls_bias,
         "AP": m["coco"]["AP"],
+        "loops": loops,
+        "scoring_share_pct": 100 * lat["scoring_s"] / pipeline_s,
     }
     print(f"[bench] pipeline {pipeline_s:.2f} s  bare {bare_s:.2f} s  overhead {res['overhead_pct']:.1f}% "
           f"(loop only {res['loop_overhead_pct']:.1f}%: load {res['load_s']:.2f} s, warm-up {res['warmup_s']:.2f} s, "

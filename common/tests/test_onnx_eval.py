@@ -466,3 +466,18 @@ def test_set_decoder_equals_transformers_post_process():
         np.testing.assert_allclose(o.boxes, r["boxes"][order].numpy(), rtol=1e-5, atol=1e-3)
     capped = decode_set(logits, boxes, hw, conf=0.0, max_det=7)
     assert all(len(c.scores) == 7 and (np.diff(c.scores) <= 0).all() for c in capped)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_overlapped_loop_gives_the_sequential_detections(tmp_path, tiny_onnx, batch):
+    """Helper threads read the next batch and decode the previous one during session.run: the detections
+    (order included) and stats are the sequential loop's; latency comes from a sequential pass."""
+    ims = [LANDSCAPE, PORTRAIT, {**LANDSCAPE, "w": 160}, PORTRAIT, LANDSCAPE]
+    root = _write_coco(tmp_path / "data", ims)
+    kw = dict(providers=["CPUExecutionProvider"], batch=batch, imgsz=64, warmup=1, progress=False, conf=0.0)
+    seq = evaluate_onnx(tiny_onnx, root, "val", out_dir=tmp_path / "seq", overlap=False, **kw)
+    ovl = evaluate_onnx(tiny_onnx, root, "val", out_dir=tmp_path / "ovl", overlap=True, latency_images=2, **kw)
+    assert (tmp_path / "seq" / "detections.json").read_text() == (tmp_path / "ovl" / "detections.json").read_text()
+    assert seq["coco"] == ovl["coco"] and seq["num_detections"] == ovl["num_detections"] > 0
+    assert ovl["latency"]["overlapped_loop"] and ovl["latency"]["measured_on_images"] == 2
+    assert seq["latency"]["measured_on_images"] == 5 and not seq["latency"]["overlapped_loop"]
