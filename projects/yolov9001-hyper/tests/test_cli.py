@@ -24,6 +24,11 @@ def test_val_mode_writes_stats_table_and_pr_curve(trained, synthetic, tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["coco"]["AP"] == stats["AP"]
     assert (tmp_path / "pr_curve.png").stat().st_size > 1000
     assert "circle" in (tmp_path / "per_class.md").read_text()
+    from PIL import Image
+
+    with Image.open(tmp_path / "samples" / "val.png") as im:         # ground truth | predictions, 4 images
+        assert im.format == "PNG" and im.size == (512, 4 * (256 + 14))
+    assert (trained["run"] / "samples" / "val.png").is_file()         # the training run's last evaluation
 
 
 def test_detect_mode_folder_file_and_glob(trained, synthetic, tmp_path):

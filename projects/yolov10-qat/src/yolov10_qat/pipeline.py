@@ -165,6 +165,8 @@ class Run:
                                           providers=list(self.cfg.providers), batch=self.cfg.eval_batch,
                                           max_images=self.cfg.max_val_images, progress=True)
             print(summary_table(results[kind]), flush=True)
+            write_samples(self.root, kind, rd.eval_data, rd.eval_split, out_dir / "detections.json",
+                          self.cfg.max_val_images)
         self.mark("eval", metrics={k: str(self.root / EVAL_DIRS[k] / "metrics.json") for k in results})
         return results
 
@@ -209,3 +211,17 @@ def _finished_checkpoint(path: Path, trust: bool = False) -> bool:
     except Exception:  # a torn file: let ultralytics' resume report it properly
         return False
     return ckpt.get("epoch", -1) == -1 and ckpt.get("optimizer") is None
+
+
+def write_samples(root: Path, kind: str, data, split: str, detections_json: Path, max_images: int | None) -> Path:
+    """``samples/<kind>.png``: the first val images, ground truth | the ONNX model's detections (common's
+    ``samples_grid``), linked from summary.md."""
+    import json
+
+    from yolo_common.data import load_split
+    from yolo_common.draw import samples_grid
+
+    ds = load_split(data, split)
+    records = ds.records[:max_images] if max_images else ds.records
+    return Path(samples_grid(records, json.loads(Path(detections_json).read_text()), ds.categories,
+                             Path(root) / "samples" / f"{kind}.png", n=4))

@@ -79,6 +79,10 @@ def write_summary(run_root: str | Path) -> Path:
          [{"key": k, "reason": v} for k, v in cfg.get("not_mapped", {}).items()] or "none"),
         ("Quantization", quant_text),
         ("Artifacts", pointers + f"\n- ONNX: {', '.join(onnx_files)} in `{root / 'onnx'}`"),
+        ("Pictures", "\n".join(f"- [samples/{k}.png](samples/{k}.png): 4 val images, ground truth | the {k} "
+                               f"ONNX model's detections (score >= 0.3)"
+                               for k in ("baseline", "qat") if (root / "samples" / f"{k}.png").is_file())
+         or "none"),
         ("COCO AP (ONNX Runtime, same images for both)", ap_rows(base, qat)),
         ("Latency (per image, ONNX Runtime)", latency_rows(base, qat)),
     ]

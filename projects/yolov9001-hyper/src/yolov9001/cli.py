@@ -182,6 +182,10 @@ def cmd_val(args, device, heavy, progress):
                                                   "data": args.data}, indent=1, default=float))
     (out / "detections.json").write_text(json.dumps(ev["detections"]))
     pr_curve(ev["gt"], ev["detections"], out / "pr_curve.png")
+    from yolo_common.draw import samples_grid
+
+    split = loader.dataset.split
+    samples_grid(split.records, ev["detections"], split.categories, out / "samples" / "val.png", n=4)
     table = markdown_table([{"class": k, "AP": v} for k, v in stats["per_class"].items()])
     (out / "per_class.md").write_text(table + "\n")
     print(markdown_table([{k: stats[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}]))

@@ -247,6 +247,12 @@ class Trainer:
                          epoch + 1, cfg.epochs, stats["box"], stats["cls"], stats["dfl"], metrics["AP"],
                          metrics["AP50"], self.best_ap, stats["images_per_s"])
                 result = {"epoch": epoch + 1, **{k: metrics[k] for k in ("AP", "AP50", "AP75")}}
+                if last:   # samples/val.png: 4 val images, ground truth | the EMA model's detections
+                    from yolo_common.draw import samples_grid
+
+                    split = self.val_loader.dataset.split
+                    samples_grid(split.records, ev["detections"], split.categories,
+                                 self.run_dir / "samples" / "val.png", n=4)
             if stats["unreadable"] and self.rank == 0:
                 log.warning("%d unreadable images skipped so far", stats["unreadable"])
             if self.rank == 0:
