@@ -1,8 +1,9 @@
 """Record reference values from Megvii's own YOLOX code into ``tests/data/megvii_reference.json.gz``.
 
-    git clone https://github.com/Megvii-BaseDetection/YOLOX /tmp/megvii     # commit 6ddff48 was used
-    pip install --target /tmp/megvii_deps --no-deps loguru opencv-python-headless thop tabulate
-    PYTHONPATH=/tmp/megvii:/tmp/megvii_deps python tools/record_megvii_reference.py --megvii /tmp/megvii
+    MEGVII=$(mktemp -d)/YOLOX; DEPS=$(mktemp -d)
+    git clone https://github.com/Megvii-BaseDetection/YOLOX "$MEGVII"      # commit 6ddff48 was used
+    pip install --target "$DEPS" --no-deps loguru opencv-python-headless thop tabulate
+    PYTHONPATH="$MEGVII:$DEPS" python tools/record_megvii_reference.py --megvii "$MEGVII"
 
 Run once, by hand, whenever the reference should change; the tests only read the file (nothing is
 downloaded or imported from Megvii at test time). What it records, each from Megvii's functions called on

@@ -108,10 +108,9 @@ def run(args, exp) -> dict:
     from . import hpu
     from yolo_common.data import read_coco
 
-    from .config import apply_checkpoint_exp
     from .data import build_eval_loader, load_dataset_split
     from .engine import evaluate
-    from .model import build_model, load_pretrained
+    from .model import build_from_checkpoint
     from yolo_common.checkpoint import atomic_write_json
 
     from .trainer import DeviceError, UsageError, resolve_data_dir, setup_logging
@@ -140,17 +139,13 @@ def run(args, exp) -> dict:
         raise UsageError(f"{data_dir} has {len(split.categories)} categories but num_classes={exp.num_classes}; "
                          f"add `num_classes {len(split.categories)}`")
     ck = load_checkpoint(args.ckpt)
-    changed = [] if args.exp_file else apply_checkpoint_exp(exp, ck)
-    if "num_classes" in changed:
+    try:
+        model = build_from_checkpoint(exp, ck, args.ckpt, use_checkpoint_exp=not args.exp_file)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if exp.num_classes != len(split.categories):
         raise UsageError(f"{args.ckpt} was trained with {exp.num_classes} classes but {data_dir} has "
                          f"{len(split.categories)} categories")
-    if changed:
-        print(f"[yolox_gaudi.eval] from the checkpoint: {', '.join(f'{k} {getattr(exp, k)}' for k in changed)}")
-    model = build_model(exp)
-    missing = load_pretrained(model, ck.get("model", ck))
-    if missing:
-        raise UsageError(f"{args.ckpt} does not fit {exp.name} with {exp.num_classes} classes "
-                         f"({len(missing)} tensors missing or of another shape, e.g. {missing[:3]})")
     model.to(device)
     precision = "bf16" if args.autocast else "fp16" if args.fp16 else "fp32"
     amp = (lambda: autocast(device, precision)) if precision != "fp32" else None

@@ -171,19 +171,23 @@ def _run(args, exp, device, info, precision: str) -> dict:
         # checks before any fills. The disk cache is written by local rank 0 only; the others attach.
         cache = ImageCache(train_split.records, args.cache, cache_dir=default_cache_dir(exp.output_dir, data_dir,
                            exp.train_split), headroom=0.8 / local_world_size())
+        # Every step that can fail on one rank is agreed on by all ranks before any of them waits at a
+        # barrier (a rank that raised alone would leave the others blocked there).
+        agree = _all_ranks_ok(device, info.world_size)
+        error = None
         try:
             if args.cache == "ram":
                 cache.check_memory()
-                barrier()
-                cache.fill(check_memory=False)
             elif info.local_rank == 0:
                 cache.fill()
-                barrier()
-            else:
-                barrier()
-                cache.attach()
         except MemoryError as e:
-            raise UsageError(str(e)) from None
+            error = str(e)
+        if not agree(error is None):
+            raise UsageError(error or "--cache: another rank could not build its image cache (see its log)")
+        if args.cache == "ram":
+            cache.fill(check_memory=False)
+        elif info.local_rank != 0:
+            cache.attach()
     source = CocoSource(train_split, cache)
     dataset = TrainDataset(source, exp, seed)
     loader = build_train_loader(dataset, batch_per_rank, info.rank, info.world_size, seed, exp.data_num_workers)
@@ -372,6 +376,14 @@ def export_and_score(model, exp, root: Path, data_dir, val_split, torch_metrics:
              m["coco"]["AP50"], torch_metrics["AP"], torch_metrics["AP50"], m["latency"]["inference_ms"]["mean"],
              m["provider"])
     return m
+
+
+def _all_ranks_ok(device, world_size: int):
+    """``agree(ok) -> bool``: True only when every rank passes True (a collective, so every rank calls it)."""
+    if world_size == 1:
+        return lambda ok: bool(ok)
+    reduce = _reduce_via(device)
+    return lambda ok: bool(reduce(torch.tensor(1.0 if ok else 0.0)) > 0.999)
 
 
 def _reduce_via(device):
