@@ -57,6 +57,8 @@ EXPECTED_TASKS = [
     ("yolov9001-hyper", "hyper-smoke-dino", "cpu"),
     ("yolov9001-hyper", "bench-hyper", "cpu"), ("yolov9001-hyper", "test-yolov9001-hyper", "cpu"),
     ("yolov9001-hyper", "test-yolov9001-hyper", "default"), ("yolov9001-hyper", "bench-hyper", "rtx5090"),
+    ("yolov9001-hyper", "hyper-validate-aug", "cpu"), ("yolov9001-hyper", "hyper-validate-aug-full", "cpu"),
+    ("yolov9001-hyper", "hyper-validate-aug", "rtx5090"),
 ]
 
 # `pixi run --manifest-path M [-e ENV] TASK`; groups: manifest, environment (optional), task.

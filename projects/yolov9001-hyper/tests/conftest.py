@@ -10,7 +10,8 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
-sys.path.insert(0, str(PROJECT / "tools"))  # reference_weights for the parity test
+sys.path.insert(0, str(PROJECT / "tools"))  # reference_weights for the parity test, the augmentation validator
+sys.path.insert(0, str(HERE))  # test_augment's pure-colour samples, shared with test_device_pipeline
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -150,8 +150,9 @@ def test_cache_hit_and_rebuild(synthetic, tmp_path, mode, compression):
     assert ds3[0][0].float().mean() < 10 < ref[0].float().mean()
 
 
-def test_compression_requires_disk_cache():
+def test_compression_requires_a_cache():
     from yolov9001.core.config import ConfigError
 
-    with pytest.raises(ConfigError, match="needs cache disk"):
-        cfg_for(cache="ram", cache_compression="lz4")
+    with pytest.raises(ConfigError, match="needs a cache"):
+        cfg_for(cache="none", cache_compression="lz4")
+    assert cfg_for(cache="ram", cache_compression="lz4").cache_compression == "lz4"   # --ram-compress

@@ -7,6 +7,9 @@
    images (a spawned child process; skipped with a message when ultralytics is absent). Goal >= 1.5x.
 2. Train step of Hyper-YOLO-N, eager vs ``--compile`` (inductor), per phase.
 3. The HyperComputeModule's share of an eval forward.
+4. The full data path (workers + ``DeviceBatches``) at ``--imgsz``: images/s with the CPU augmentation vs the
+   device augmentation (``gpu_collate``, plus ``cuda_prefetch`` on CUDA), and the H2D bytes per image of each.
+   On a CPU the device ops run on the CPU too, so the ratio is the cost of that path; on a GPU it is the point.
 The images are the synthetic set at ``--imgsz`` x 3/4 ``--imgsz`` (photo-like 4:3), written to a temp folder.
 """
 
@@ -24,7 +27,7 @@ import torch
 from yolo_common.device import resolve_device
 from yolo_common.synthetic import make_synthetic
 
-from .core.benchmark import bench_dataset, bench_train_step, hcm_share, latency_ms, ultralytics_rate
+from .core.benchmark import bench_dataset, bench_pipeline, bench_train_step, hcm_share, latency_ms, ultralytics_rate
 from .core.config import get_config
 from .core.optim import build_optimizer
 from .core.runtime import attach_runtime
@@ -44,6 +47,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--samples", type=int, default=128, help="augmented samples timed per loader")
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--pipeline-batch", type=int, default=16, help="part 4: batch size")
+    ap.add_argument("--pipeline-workers", type=int, default=2, help="part 4: DataLoader workers")
+    ap.add_argument("--pipeline-batches", type=int, default=4, help="part 4: timed batches per path")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
@@ -68,6 +74,8 @@ def main(argv=None) -> dict:
             out["loader"].update(ultralytics_samples_s=theirs, ratio=ours / theirs)
         print(f"[bench-hyper] loader @{args.imgsz} (mosaic+affine+HSV+flip, RAM cache): ours {ours:.1f} samples/s"
               + (f", ultralytics {theirs:.1f} samples/s, ratio {ours / theirs:.2f}x (goal >= 1.5x)" if theirs else ""))
+
+        out["pipeline"] = bench_data_path(data, args, device)
 
         tcfg = get_config(hyp={**AUG, "imgsz": timg, "batch_size": batch, "workers": 0, "nc": 3})
         loader, _ = create_dataloader(data, "train", tcfg, augment=True, cache="ram", progress=False)
@@ -100,6 +108,28 @@ def main(argv=None) -> dict:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1, default=float))
     return out
+
+
+def bench_data_path(data, args, device) -> dict:
+    """Part 4: CPU augmentation vs device augmentation, same hyp, cache, workers and batch."""
+    cuda = device.type == "cuda"
+    common = {**AUG, "imgsz": args.imgsz, "epochs": 100, "batch_size": args.pipeline_batch,
+              "workers": args.pipeline_workers, "cache": "ram"}
+    rows = {}
+    # with mosaic every sample is already a full S x S canvas; without it (close_mosaic epochs) the device path
+    # ships the unpadded image and its H2D bytes drop by the letterbox's share
+    for phase, extra in (("mosaic", {}), ("no_mosaic", {"mosaic": 0.0})):
+        for name, over in (("cpu_aug", {}), ("device_aug", {"gpu_collate": True, "cuda_prefetch": cuda})):
+            rows[f"{phase}/{name}"] = bench_pipeline(data, get_config(hyp={**common, **extra, **over}), device,
+                                                     args.pipeline_batches)
+        c, d = rows[f"{phase}/cpu_aug"], rows[f"{phase}/device_aug"]
+        ratio = d["images_s"] / c["images_s"]
+        rows[f"{phase}/ratio_device_over_cpu"] = ratio
+        print(f"[bench-hyper] full data path ({phase}) @{args.imgsz} b{args.pipeline_batch}, {args.pipeline_workers} "
+              f"workers, on {device}: CPU aug {c['images_s']:.1f} img/s ({c['h2d_bytes_per_image'] / 1e3:.0f} kB/img "
+              f"H2D), device aug {d['images_s']:.1f} img/s ({d['h2d_bytes_per_image'] / 1e3:.0f} kB/img H2D): "
+              f"ratio {ratio:.2f}x" + ("" if cuda else " (device ops on the CPU here: the cost of the path)"))
+    return rows
 
 
 def bench_dino(model, loss_fn, opt, loader, device, args, tcfg, timg: int, base_ms: float) -> dict:

@@ -17,7 +17,7 @@ import torch
 
 from ..models import build_model
 from ..utils.dataloaders import create_dataloader
-from ..utils.dataset import to_input
+from ..utils.batches import DeviceBatches
 from ..utils.loss import DetectionLoss
 from .optim import build_optimizer
 from .runtime import attach_runtime
@@ -82,15 +82,15 @@ def bench_train_step(model, loss_fn, optimizer, loader, device, steps: int = 5, 
     the DINOv3 teacher runs every step (its time is the ``teacher`` phase) and the loss gets its terms."""
     model.train()
     times = {k: 0.0 for k in ("data", "forward", "teacher", "loss_assign", "backward", "optimizer")}
-    it = iter(loader)
+    batches = DeviceBatches(loader, loader.dataset.cfg, device)
+    it = iter(batches)
     for s in range(steps + 1):
         t0 = time.perf_counter()
         try:
-            images, targets, metas = next(it)
+            x, targets, metas = next(it)
         except StopIteration:
-            it = iter(loader)
-            images, targets, metas = next(it)
-        x = to_input(images, device)
+            it = iter(batches)
+            x, targets, metas = next(it)
         _sync(device)
         t1 = time.perf_counter()
         feats = model(x)
@@ -115,6 +115,25 @@ def bench_train_step(model, loss_fn, optimizer, loader, device, steps: int = 5, 
                 times[k] += (b - a) * 1000 / steps
     times["total"] = sum(times.values())
     return times
+
+
+def bench_pipeline(data, cfg, device, batches: int = 8) -> dict:
+    """Full data path as training runs it (DataLoader workers, then ``DeviceBatches`` to the model input on
+    ``device``): images/s over ``batches`` batches after one warm-up batch, and the bytes per image that the
+    host -> device copy moves. The device work is synchronised, so the time is what a step would wait for."""
+    loader, _ = create_dataloader(data, "train", cfg, augment=True, progress=False)
+    source = DeviceBatches(loader, cfg, device)
+    it = iter(source)
+    next(it)   # worker start-up
+    _sync(device)
+    bytes0, n = source.h2d_bytes, 0
+    t = time.perf_counter()
+    for x, _, _ in it:
+        n += len(x)
+        if n >= batches * cfg["batch_size"]:
+            break
+    _sync(device)
+    return {"images_s": n / (time.perf_counter() - t), "h2d_bytes_per_image": (source.h2d_bytes - bytes0) / max(n, 1)}
 
 
 @torch.no_grad()

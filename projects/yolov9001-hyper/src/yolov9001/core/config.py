@@ -110,10 +110,15 @@ class YOLOConfig:
                                           # shared memory, so augmentation schedules still advance)
     prefetch_factor: int = 2              # batches each worker prepares ahead
     cache: str = "none"                   # none | ram (decoded, resized uint8) | disk (one file per image) | hybrid
-    cache_compression: str = "none"       # disk cache: none | lz4 | zstd
+    cache_compression: str = "none"       # none | lz4 | zstd: disk/hybrid files; with ram, the RAM holds the
+                                          # compressed bytes (validator's --ram-compress; ~2-4x less RAM,
+                                          # one decompress per sample)
     verify_images: bool = False           # decode every image once before training (drops unreadable ones)
-    cuda_prefetch: bool = False           # side-stream H2D prefetch (the device-pipeline issue)
-    gpu_collate: bool = False             # letterbox/normalise on the device (the device-pipeline issue)
+    cuda_prefetch: bool = False           # copy batches to the GPU on a side stream, buffer_depth ahead
+                                          # (utils/prefetch.py; costs buffer_depth batches of GPU memory)
+    buffer_depth: int = 2                 # batches the prefetcher keeps in flight
+    gpu_collate: bool = False             # workers ship unpadded uint8 images; letterbox, affine, flips, HSV
+                                          # and /255 run on the device on whole batches (utils/device_collate.py)
 
     # ---- optimisation ----
     epochs: int = 100
@@ -402,15 +407,12 @@ def validate(cfg: YOLOConfig) -> None:
         raise ConfigError(f"dino.every_n must be >= 1, got {d.every_n}")
     if not 0.0 <= d.bb_lr_gate_min <= 1.0 or not 0.0 <= d.cls_proto_weight <= 1.0:
         raise ConfigError("dino.bb_lr_gate_min and dino.cls_proto_weight must be in [0, 1]")
-    for key in ("cuda_prefetch", "gpu_collate"):
-        if getattr(cfg, key):
-            raise ConfigError(f"{key} is true, but the device-side data pipeline is not implemented in this "
-                              f"version; turn it off with --hypo {key}:false")
+    if cfg.buffer_depth < 1:
+        raise ConfigError(f"buffer_depth must be >= 1, got {cfg.buffer_depth}")
     if cfg.imgsz % 32:
         raise ConfigError(f"imgsz must be a multiple of 32 (the largest stride), got {cfg.imgsz}")
-    if cfg.cache_compression != "none" and cfg.cache not in ("disk", "hybrid"):
-        raise ConfigError(f"cache_compression {cfg.cache_compression!r} needs cache disk or hybrid "
-                          f"(got cache {cfg.cache!r})")
+    if cfg.cache_compression != "none" and cfg.cache == "none":
+        raise ConfigError(f"cache_compression {cfg.cache_compression!r} needs a cache (ram, disk or hybrid)")
     for key in ("mosaic", "mixup", "copy_paste", "fliplr", "flipud"):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise ConfigError(f"{key} is a probability in [0, 1], got {getattr(cfg, key)}")

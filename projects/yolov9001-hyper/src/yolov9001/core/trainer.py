@@ -1,7 +1,9 @@
 """``Trainer``: the training loop (``train_one_epoch``), validation every ``val_interval`` epochs, best by AP,
 checkpoints, resume, logging. Single process or torchrun/DDP (gloo on CPU, nccl on CUDA).
 
-Per step: images (uint8 HWC) -> device, NCHW /255 (``to_input``) -> forward under autocast -> DetectionLoss -> scaled backward;
+Per step: a batch -> the device as float NCHW in [0, 1] (``utils.batches.DeviceBatches``: ``to_input``, or with
+``gpu_collate`` the device-side letterbox/augmentation, and ``cuda_prefetch``) -> forward under autocast ->
+DetectionLoss -> scaled backward;
 the optimizer steps every ``accumulate = max(round(nbs / global batch), 1)`` batches (ultralytics' nominal
 batch), with grad-norm clipping and an EMA update. A non-finite loss stops the run with a message naming the
 step; the checkpoints on disk are the last good ones (they are written only after a finished epoch).
@@ -22,7 +24,7 @@ from yolo_common.runlog import RunLogger
 
 from ..models import build_model
 from ..utils.dataloaders import create_dataloader
-from ..utils.dataset import to_input
+from ..utils.batches import DeviceBatches
 from ..utils.loss import DetectionLoss
 from ..utils.plots import batch_grid
 from ..utils.progress import bar
@@ -142,14 +144,13 @@ class Trainer:
         totals: dict[str, float] = {}
         counts: dict[str, int] = {}   # DINO terms exist only on steps with teacher outputs
         seen, t0, t_data = 0, time.time(), 0.0
-        pbar = bar(self.train_loader, total=nb, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                   disable=not (self.progress and self.rank == 0))
+        pbar = bar(DeviceBatches(self.train_loader, cfg, self.device), total=nb, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   unit="batch", disable=not (self.progress and self.rank == 0))
         self.optimizer.zero_grad(set_to_none=True)
         t_last = time.time()
-        for it, (images, targets, metas) in enumerate(pbar):
+        for it, (x, targets, metas) in enumerate(pbar):
             t_data += time.time() - t_last
             lr = set_lr(self.optimizer, cfg, epoch, it, nb)
-            x = to_input(images, self.device)
             with autocast(self.device, self.precision):
                 feats = model(x)
             dino = (self.distiller.batch(x, [m["index"] for m in metas], epoch, self.step)
@@ -163,8 +164,8 @@ class Trainer:
             self.scaler.scale(loss * self.world).backward()  # DDP averages grads; the v8 loss is a batch sum
             if (it + 1) % self.accumulate == 0 or it + 1 == nb:
                 self._optimizer_step()
-            loss_value = float(loss.detach()) / len(images)
-            seen += len(images)
+            loss_value = float(loss.detach()) / len(x)
+            seen += len(x)
             dino_log = {}
             if self.distiller:
                 dino_log = {k: v for k, v in items.items() if k.startswith("dino/")}
@@ -180,7 +181,7 @@ class Trainer:
                 pbar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{seen / (time.time() - t0):.1f}",
                                  edge=f"{edge:.1f}" if edge is not None else "-")
                 if self.heavy and it == 0:
-                    self._heavy_log(images, targets)
+                    self._heavy_log(x, targets)
             self.step += 1
             t_last = time.time()
         out = {k: v / max(counts[k], 1) for k, v in totals.items()}
@@ -206,11 +207,12 @@ class Trainer:
         if self.ema:
             self.ema.update(self.model)
 
-    def _heavy_log(self, images, targets) -> None:
+    def _heavy_log(self, x, targets) -> None:
         tb = self.logger.tb_writer()
         if tb is None:
             return
-        tb.add_image("train/batch", batch_grid(images, targets, self.names), self.step, dataformats="HWC")
+        images = (x.detach() * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu()
+        tb.add_image("train/batch", batch_grid(images, targets.cpu(), self.names), self.step, dataformats="HWC")
         for name, p in unwrap(self.model).named_parameters():
             if name.endswith("weight") and p.ndim > 1:
                 tb.add_histogram(f"weights/{name}", p.detach().float().cpu(), self.step)

@@ -15,6 +15,7 @@ from yolo_common.data import to_coco_dict
 from yolo_common.device import autocast
 from yolo_common.evaluation import coco_map
 
+from ..utils.batches import DeviceBatches
 from ..utils.dataset import to_input
 from ..utils.progress import bar
 from .ema import unwrap
@@ -36,9 +37,10 @@ def to_original(boxes: torch.Tensor, meta: dict) -> torch.Tensor:
 @torch.no_grad()
 def predict_batch(model, images: torch.Tensor, device, precision: str = "fp32", conf: float | None = None,
                   multi_label: bool | None = None):
-    """uint8 images [B, S, S, 3] -> per-image ``{"boxes", "scores", "labels"}`` in input pixels."""
+    """uint8 images [B, S, S, 3] (or an already converted float input [B, 3, S, S]) -> per-image
+    ``{"boxes", "scores", "labels"}`` in input pixels."""
     core = unwrap(model)
-    x = to_input(images, device)
+    x = images.to(device) if images.is_floating_point() else to_input(images, device)
     with autocast(device, precision):
         feats = model(x)
     boxes, cls = core.decoder(feats)
@@ -55,11 +57,12 @@ def evaluate(model, loader, device, precision: str = "fp32", progress: bool = Tr
     cat_ids = [c["id"] for c in split.categories]
     dets = []
     t0 = time.time()
-    for batch in bar(loader, desc="val", unit="batch", disable=not progress, leave=False):
+    batches = DeviceBatches(loader, loader.dataset.cfg, device)   # gpu_collate / cuda_prefetch as configured
+    for batch in bar(batches, desc="val", unit="batch", disable=not progress, leave=False):
         if batch is None:  # every image of this batch was unreadable (counted by the loader's dataset)
             continue
-        images, _, metas = batch
-        for out, meta in zip(predict_batch(model, images, device, precision), metas):
+        x, _, metas = batch
+        for out, meta in zip(predict_batch(model, x, device, precision), metas):
             b = to_original(out["boxes"].float().cpu(), meta)
             for box, score, label in zip(b.tolist(), out["scores"].tolist(), out["labels"].tolist()):
                 x1, y1, x2, y2 = box

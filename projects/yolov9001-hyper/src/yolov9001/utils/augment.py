@@ -60,11 +60,21 @@ def letterbox_pad(img: np.ndarray, boxes: np.ndarray, size: int, center: bool, p
     return canvas, out, (px, py)
 
 
-def hsv_jitter(img: np.ndarray, rng: np.random.Generator, h: float, s: float, v: float) -> np.ndarray:
-    """Random hue shift (fraction of the circle) and saturation/value gains in [1-g, 1+g], via 256-entry LUTs."""
+def hsv_gains(rng: np.random.Generator, h: float, s: float, v: float) -> np.ndarray | None:
+    """(hue shift as a fraction of the circle, saturation gain, value gain), gains in [1-g, 1+g]; None (and no
+    random draw) when all three magnitudes are 0."""
     if not (h or s or v):
-        return img
-    gains = rng.uniform(-1, 1, 3) * (h, s, v) + (0, 1, 1)
+        return None
+    return rng.uniform(-1, 1, 3) * (h, s, v) + (0, 1, 1)
+
+
+def hsv_jitter(img: np.ndarray, rng: np.random.Generator, h: float, s: float, v: float) -> np.ndarray:
+    """Random hue shift and saturation/value gains (``hsv_gains``), via 256-entry LUTs."""
+    gains = hsv_gains(rng, h, s, v)
+    return img if gains is None else apply_hsv(img, gains)
+
+
+def apply_hsv(img: np.ndarray, gains: np.ndarray) -> np.ndarray:
     hue, sat, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_RGB2HSV))
     x = np.arange(256, dtype=np.int32)
     lut_h = ((x + gains[0] * 180) % 180).astype(np.uint8)
@@ -136,12 +146,15 @@ def random_affine(sample: Sample, rng: np.random.Generator, cfg, size: int) -> S
             img.shape[:2] == (size, size):
         return sample
     m, nb, nc = _draw_affine(boxes, cls, rng, cfg, size)
-    border = (cfg["pad_value"],) * 3
-    if cfg["perspective"]:
-        out = cv2.warpPerspective(img, m, (size, size), borderValue=border)
-    else:
-        out = cv2.warpAffine(img, pixel_centre(m)[:2], (size, size), borderValue=border)
-    return out, nb, nc
+    return warp_image(img, m, size, cfg["pad_value"], bool(cfg["perspective"])), nb, nc
+
+
+def warp_image(img: np.ndarray, m: np.ndarray, size: int, pad_value: int, perspective: bool) -> np.ndarray:
+    """The pixels of ``random_affine``: a size x size warp by m, constant ``pad_value`` border."""
+    border = (pad_value,) * 3
+    if perspective:
+        return cv2.warpPerspective(img, m, (size, size), borderValue=border)
+    return cv2.warpAffine(img, pixel_centre(m)[:2], (size, size), borderValue=border)
 
 
 def _cover_geometry(h0: int, w0: int, boxes: np.ndarray, cell_w: int, cell_h: int, rng, tries: int):

@@ -6,6 +6,8 @@
 - ``disk``: one file per image under the cache folder, ``.npy`` or compressed (``lz4`` fast, ``zstd``
   smaller); survives between runs.
 - ``hybrid``: the disk cache, with its (compressed) bytes also held in RAM: no disk reads after start-up.
+- ``ram`` with a compression: the RAM holds the compressed bytes (no disk): lz4 costs one fast decompress per
+  sample and saves 2-4x memory on photos (less on noise-like synthetic images).
 
 An entry's name is a hash of (path, size, mtime, imgsz, version): a changed file gets a new entry and is
 rebuilt, a vanished one is pruned; ``stats`` counts hits and builds (a test checks both).
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import multiprocessing as mp
 import os
 from pathlib import Path
 
@@ -64,7 +67,10 @@ class ImageCache:
         self.compress, self.decompress = _compressor(compression)
         self.suffix = {"none": ".npy", "lz4": ".npy.lz4", "zstd": ".npy.zst"}[compression]
         self.directory = Path(directory) if directory is not None else None
+        self.compression = compression
         self.stats = {"hits": 0, "built": 0, "pruned": 0}
+        # reads served from the cache vs decoded from the file, summed over DataLoader workers (shared memory)
+        self._reads = mp.Array("q", 2, lock=True)
         self._ram: dict[int, np.ndarray | bytes] = {}
         if mode in ("disk", "hybrid") and self.directory is None:
             raise ValueError("a disk cache needs a directory")
@@ -84,7 +90,8 @@ class ImageCache:
         for i in tqdm(range(len(self.paths)), desc=f"cache {self.mode}", unit="img", disable=not progress,
                       mininterval=0.5 if os.isatty(2) else 30):
             if self.mode == "ram":
-                self._ram[i] = self.loader(self.paths[i])
+                img = self.loader(self.paths[i])
+                self._ram[i] = img if self.compression == "none" else self.compress(_encode(img))
                 self.stats["built"] += 1
                 continue
             f = self._file(i)
@@ -112,13 +119,26 @@ class ImageCache:
                  self.stats["hits"], self.stats["pruned"])
         return self
 
+    @property
+    def reads(self) -> dict[str, int]:
+        """{"hits": reads served by the cache, "misses": images decoded from their file}, all processes."""
+        return {"hits": self._reads[0], "misses": self._reads[1]}
+
+    def _count(self, k: int) -> None:
+        with self._reads.get_lock():
+            self._reads[k] += 1
+
     def get(self, i: int) -> np.ndarray:
-        if self.mode == "ram" and i in self._ram:
-            return self._ram[i]
-        if self.mode == "hybrid" and i in self._ram:
-            return _decode(self.decompress(self._ram[i]))
+        out = self._get(i)
+        self._count(0 if out is not None else 1)
+        return out if out is not None else self.loader(self.paths[i])
+
+    def _get(self, i: int) -> np.ndarray | None:
+        if i in self._ram:
+            raw = self._ram[i]
+            return raw if isinstance(raw, np.ndarray) else _decode(self.decompress(raw))
         if self.mode == "disk":
             f = self._file(i)
             if f.is_file():
                 return _decode(self.decompress(f.read_bytes()))
-        return self.loader(self.paths[i])
+        return None
