@@ -80,6 +80,22 @@ def test_a_device_op_that_shifts_boxes_fails_and_is_named(synthetic, tmp_path, m
     assert set(failed) == {c for c, _ in V.GPU_CASES}     # every device case, and no CPU case
 
 
+def test_a_device_op_that_drops_boxes_fails(synthetic, tmp_path, monkeypatch, capsys):
+    """Nothing judged is a failure, and losing boxes shows in the recall (no box left to test otherwise)."""
+    filt = D.filter_boxes
+
+    def drop_all(*args, **kwargs):
+        clipped, keep = filt(*args, **kwargs)
+        return clipped, keep & False
+
+    monkeypatch.setattr(D, "filter_boxes", drop_all)
+    code = V.main(["--data", str(synthetic["yolo"]), "--img-size", "96", "--out", str(tmp_path / "d"), "--samples", "1"])
+    assert code == 1
+    rows = {r["case"]: r for r in _rows(tmp_path / "d" / "checks.csv")}
+    assert all(rows[c]["passed"] == "False" and float(rows[c]["recall"]) < 0.5 for c, _ in V.GPU_CASES)
+    assert all(rows[c]["passed"] == "True" for c, _ in V.CPU_CASES)
+
+
 def test_a_cpu_op_that_shifts_boxes_fails_and_is_named(synthetic, tmp_path, monkeypatch, capsys):
     layout = A._mosaic_layout   # both mosaic paths (fused with the affine, and two-step) place boxes here
 
@@ -102,6 +118,20 @@ def test_check_boxes_catches_loose_and_shifted_boxes():
     assert C.check_boxes(mask, np.array([[14.0, 4.0, 46.0, 36.0]]), 0.3).ok == 0   # loose on every side
     tiny = C.check_boxes(mask, np.array([[0.0, 0.0, 3.0, 3.0]]), 0.7)
     assert (tiny.boxes, tiny.judged) == (1, 0)                           # too small to judge: counted only
+
+
+def test_check_accepts_a_rotated_bar_and_rejects_its_shifted_hull():
+    """An 8:1 bar turned by 30 degrees fills ~0.2 of its hull: still judged on its object."""
+    from PIL import ImageDraw
+
+    im = Image.new("L", (200, 200), 0)
+    c, s_ = np.cos(np.radians(30)), np.sin(np.radians(30))
+    pts = np.array([[-48, -6], [48, -6], [48, 6], [-48, 6]]) @ np.array([[c, s_], [-s_, c]]) + 100
+    ImageDraw.Draw(im).polygon([tuple(p) for p in pts], fill=255)
+    hull = np.array([[pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()]])
+    mask = np.asarray(im)
+    assert C.check_boxes(mask, hull, 0.1).ok == 1
+    assert C.check_boxes(mask, hull + [6, 0, 6, 0], 0.1).ok == 0
 
 
 def test_unknown_layout_is_a_clear_error(tmp_path):

@@ -49,7 +49,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--pipeline-batch", type=int, default=16, help="part 4: batch size")
     ap.add_argument("--pipeline-workers", type=int, default=2, help="part 4: DataLoader workers")
-    ap.add_argument("--pipeline-batches", type=int, default=4, help="part 4: timed batches per path")
+    ap.add_argument("--pipeline-batches", type=int, default=8, help="part 4: timed batches per path")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--json", type=Path, default=None)

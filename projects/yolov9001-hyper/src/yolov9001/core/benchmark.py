@@ -119,19 +119,26 @@ def bench_train_step(model, loss_fn, optimizer, loader, device, steps: int = 5, 
 
 def bench_pipeline(data, cfg, device, batches: int = 8) -> dict:
     """Full data path as training runs it (DataLoader workers, then ``DeviceBatches`` to the model input on
-    ``device``): images/s over ``batches`` batches after one warm-up batch, and the bytes per image that the
-    host -> device copy moves. The device work is synchronised, so the time is what a step would wait for."""
+    ``device``): images/s over ``batches`` batches, and the bytes per image that the host -> device copy
+    moves. The first ``workers x prefetch_factor + 1`` batches are dropped (they were prepared while the
+    workers started, and would flatter the path); epochs repeat as needed, as in training. The device work is
+    synchronised, so the time is what a step would wait for."""
     loader, _ = create_dataloader(data, "train", cfg, augment=True, progress=False)
     source = DeviceBatches(loader, cfg, device)
-    it = iter(source)
-    next(it)   # worker start-up
+
+    def forever():
+        while True:
+            yield from source
+
+    it = forever()
+    for _ in range(cfg["workers"] * cfg["prefetch_factor"] + 1):
+        next(it)
     _sync(device)
     bytes0, n = source.h2d_bytes, 0
     t = time.perf_counter()
-    for x, _, _ in it:
+    for _ in range(batches):
+        x, _, _ = next(it)
         n += len(x)
-        if n >= batches * cfg["batch_size"]:
-            break
     _sync(device)
     return {"images_s": n / (time.perf_counter() - t), "h2d_bytes_per_image": (source.h2d_bytes - bytes0) / max(n, 1)}
 

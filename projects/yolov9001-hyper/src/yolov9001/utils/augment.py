@@ -113,12 +113,12 @@ def affine_matrix(rng: np.random.Generator, size: int, degrees: float, translate
 
 
 def pixel_centre(m: np.ndarray) -> np.ndarray:
-    """An affine matrix on continuous coordinates (pixel i spans [i, i+1), as the boxes) -> the matrix on
-    pixel indices that OpenCV's warps use: t += 0.5 * (A @ 1 - 1). Without it pixels drift from their boxes
-    by 0.5 * (scale - 1) px (ultralytics leaves this drift in)."""
-    out = m.copy()
-    out[:2, 2] += 0.5 * (m[:2, :2].sum(1) - 1)
-    return out
+    """A matrix on continuous coordinates (pixel i spans [i, i+1), as the boxes) -> the matrix on pixel
+    indices that OpenCV's warps use: T(-1/2) m T(+1/2) (for an affine, t += 0.5 * (A @ 1 - 1)). Without it
+    pixels drift from their boxes by 0.5 * (scale - 1) px (ultralytics leaves this drift in)."""
+    half = np.array([[1.0, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    out = np.linalg.inv(half) @ m @ half
+    return out / out[2, 2]
 
 
 def warp_boxes(boxes: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -143,8 +143,8 @@ def random_affine(sample: Sample, rng: np.random.Generator, cfg, size: int) -> S
     """
     img, boxes, cls = sample
     if not any((cfg["degrees"], cfg["translate"], cfg["scale"], cfg["shear"], cfg["perspective"])) and \
-            img.shape[:2] == (size, size):
-        return sample
+            img.shape[:2] == (size, size):   # no warp, but the same box rules as every other path
+        return (img, *filter_boxes(boxes, cls, size, size, cfg["min_visible_frac"], cfg["min_box_size"]))
     m, nb, nc = _draw_affine(boxes, cls, rng, cfg, size)
     return warp_image(img, m, size, cfg["pad_value"], bool(cfg["perspective"])), nb, nc
 
@@ -153,7 +153,7 @@ def warp_image(img: np.ndarray, m: np.ndarray, size: int, pad_value: int, perspe
     """The pixels of ``random_affine``: a size x size warp by m, constant ``pad_value`` border."""
     border = (pad_value,) * 3
     if perspective:
-        return cv2.warpPerspective(img, m, (size, size), borderValue=border)
+        return cv2.warpPerspective(img, pixel_centre(m), (size, size), borderValue=border)
     return cv2.warpAffine(img, pixel_centre(m)[:2], (size, size), borderValue=border)
 
 
@@ -249,7 +249,7 @@ def letterbox_affine(sample: Sample, rng: np.random.Generator, cfg, size: int) -
     m = m @ np.array([[1, 0, px], [0, 1, py], [0, 0, 1]], float)
     border = (cfg["pad_value"],) * 3
     if cfg["perspective"]:
-        return cv2.warpPerspective(img, m, (size, size), borderValue=border), nb, nc
+        return cv2.warpPerspective(img, pixel_centre(m), (size, size), borderValue=border), nb, nc
     return cv2.warpAffine(img, pixel_centre(m)[:2], (size, size), borderValue=border), nb, nc
 
 

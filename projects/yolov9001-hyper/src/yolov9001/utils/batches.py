@@ -28,7 +28,7 @@ class DeviceBatches:
                 log.info("cuda_prefetch: no CUDA device (%s); batches are copied when taken", self.device)
             self.prefetcher = CudaPrefetcher(loader, self.device, cfg["buffer_depth"])
         self.collate = DeviceCollate(cfg["imgsz"], cfg["pad_value"], self.device, profile=profile)
-        self.h2d_bytes = 0          # bytes of every batch handed to the device (copied by the prefetcher or here)
+        self.h2d_bytes = 0          # image + target bytes of every batch handed to the device
         self.last_h2d_bytes = 0
 
     def __len__(self) -> int:
@@ -45,8 +45,7 @@ class DeviceBatches:
     def __iter__(self):
         for batch in (self.prefetcher if self.prefetcher is not None else self.loader):
             if batch is not None:
-                self.last_h2d_bytes = (self.prefetcher.last_h2d_bytes if self.prefetcher is not None
-                                       else batch_nbytes(batch))
+                self.last_h2d_bytes = batch_nbytes(batch)
                 self.h2d_bytes += self.last_h2d_bytes
             yield self.convert(batch)
 

@@ -60,6 +60,7 @@ class DetectionDataset(Dataset):
                  device_mode: bool = False):
         self.split, self.cfg, self.imgsz, self.augment, self.seed = split, cfg, imgsz, augment, seed
         self.device_mode = device_mode
+        self.colour = True   # False: HSV gains are drawn (same random stream) but not applied (box-mask runs)
         self.records = split.records
         index = split.category_id_to_index
         # Model class k = split.categories[k]; crowd boxes are not trained on (COCO eval ignores them).
@@ -164,7 +165,9 @@ class DetectionDataset(Dataset):
         if self.mosaic_active() and c["mixup"] and rng.random() < c["mixup"]:
             other = self._geometric(int(rng.integers(0, len(self))), rng)
             img, boxes, cls = A.mixup((img, boxes, cls), other, rng)
-        img = A.hsv_jitter(img, rng, c["hsv_h"], c["hsv_s"], c["hsv_v"])
+        gains = A.hsv_gains(rng, c["hsv_h"], c["hsv_s"], c["hsv_v"])
+        if gains is not None and self.colour:
+            img = A.apply_hsv(img, gains)
         if rng.random() < c["fliplr"]:
             img, boxes = A.flip(img, boxes, horizontal=True)
         if rng.random() < c["flipud"]:

@@ -8,7 +8,8 @@ the 1.23 MB letterboxed square, and the pinned buffer goes to the device in one 
 ``DeviceCollate`` (in the training process) turns that into the model input on the device, for the whole batch
 at once: place each image, then one ``grid_sample`` for letterbox + affine + flips (skipped when every matrix
 is a whole-pixel shift, as in validation: the images are then copied into place, pixel-exact), HSV jitter on
-the samples that have it, /255, and the boxes through the same matrices with ``augment``'s filter rules.
+the samples that have it, /255; the boxes go through the same matrices with ``augment``'s filter rules on the
+host (a few hundred numbers: no device round trip).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ IDENTITY_HSV = (0.0, 1.0, 1.0)
 
 
 def pack_collate(batch):
-    """Device-mode samples -> a packed batch dict (``None`` for a batch that validation emptied)."""
+    """Device-mode samples -> a packed batch (``None`` for a batch that validation emptied):
+    ``{"pixels": flat uint8, "host": {shapes, matrices, hsv, filters, targets}, "metas": [...]}``.
+    Only ``pixels`` goes to the device; everything under ``host`` is read there (``CudaPrefetcher`` leaves it
+    in place), so the device code never syncs to read metadata back."""
     if not batch:
         return None
     imgs, targets, metas = zip(*batch)
@@ -32,12 +36,14 @@ def pack_collate(batch):
     rows = [torch.cat((torch.full((len(t), 1), float(k)), t), 1) for k, t in enumerate(targets)]
     return {
         "pixels": torch.cat([im.reshape(-1) for im in imgs]),
-        "shapes": torch.tensor([im.shape[:2] for im in imgs], dtype=torch.int64),
-        "matrices": torch.from_numpy(np.stack([p["matrix"] for p in params]).astype(np.float64)),
-        "hsv": torch.tensor([IDENTITY_HSV if p["hsv"] is None else tuple(p["hsv"]) for p in params],
-                            dtype=torch.float32),
-        "filters": torch.tensor([p["filter"] for p in params], dtype=torch.float64),
-        "targets": torch.cat(rows) if rows else torch.zeros(0, 6),
+        "host": {
+            "shapes": torch.tensor([im.shape[:2] for im in imgs], dtype=torch.int64),
+            "matrices": torch.from_numpy(np.stack([p["matrix"] for p in params]).astype(np.float64)),
+            "hsv": torch.tensor([IDENTITY_HSV if p["hsv"] is None else tuple(p["hsv"]) for p in params],
+                                dtype=torch.float32),
+            "filters": torch.tensor([p["filter"] for p in params], dtype=torch.float64),
+            "targets": torch.cat(rows) if rows else torch.zeros(0, 6),
+        },
         "metas": list(metas),
     }
 
@@ -47,18 +53,23 @@ def is_packed(batch) -> bool:
 
 
 def packed_nbytes(batch) -> int:
-    return sum(v.numel() * v.element_size() for v in batch.values() if isinstance(v, torch.Tensor))
+    """Bytes the host -> device copy moves for a packed batch: the pixels (targets follow as [N, 6] floats)."""
+    return batch["pixels"].numel() + batch["host"]["targets"].numel() * 4
 
 
 class DeviceCollate:
-    """packed batch -> (x float [B, 3, S, S] in [0, 1], targets [N, 6] xyxy px, metas), on ``device``.
+    """packed batch -> (x float [B, 3, S, S] in [0, 1] on ``device``, targets [N, 6] xyxy px on ``device``,
+    metas).
 
-    ``profile=True`` synchronises around the work and records ``last_ms`` = {"h2d", "letterbox", "aug"}
-    (the validator's timings); training leaves it off, so nothing waits for the device.
+    Pixels are placed, warped and jittered on the device; the box transform and filter (the same
+    ``device_ops`` code) run on the host copy of the targets, so no step reads a device value back.
+    ``colour=False`` skips HSV (the validator's box-mask run). ``profile=True`` synchronises around the work
+    and records ``last_ms`` = {"h2d", "letterbox", "aug"} (the validator's timings); training leaves it off.
     """
 
-    def __init__(self, size: int, pad_value: int, device, profile: bool = False):
+    def __init__(self, size: int, pad_value: int, device, profile: bool = False, colour: bool = True):
         self.size, self.pad_value, self.device, self.profile = size, pad_value, torch.device(device), profile
+        self.colour = colour
         self.last_ms: dict[str, float] = {}
 
     def _clock(self) -> float:
@@ -68,18 +79,16 @@ class DeviceCollate:
 
     def __call__(self, batch: dict):
         s, pad, dev = self.size, self.pad_value, self.device
+        host = batch["host"]
         t0 = self._clock()
-        pixels = batch["pixels"].to(dev, non_blocking=True)
-        targets = batch["targets"].to(dev, non_blocking=True)
-        shapes = batch["shapes"].tolist()
-        m_host = batch["matrices"].cpu()
-        m = m_host.to(dev, non_blocking=True)
+        pixels = batch["pixels"].to(dev, non_blocking=True)   # a no-op when the prefetcher moved it
         t1 = self._clock()
+        shapes = host["shapes"].tolist()
+        m = host["matrices"]
         b = len(shapes)
         # whole-pixel shifts only (validation, or training with every knob at 0 on square inputs): place
-        lin = m_host[:, :2, :2]
-        shift = m_host[:, :2, 2]
-        placed = bool((lin == torch.eye(2, dtype=lin.dtype)).all() and (m_host[:, 2, :2] == 0).all()
+        shift = m[:, :2, 2]
+        placed = bool((m[:, :2, :2] == torch.eye(2, dtype=m.dtype)).all() and (m[:, 2, :2] == 0).all()
                       and (shift == shift.round()).all())
         if placed:
             canvas = torch.full((b, s, s, 3), pad, dtype=torch.uint8, device=dev)
@@ -100,17 +109,17 @@ class DeviceCollate:
         t2 = self._clock()
         if not placed:
             x = D.warp_images(x, m, s, float(pad))
-        gains = batch["hsv"]
-        jitter = (gains != torch.tensor(IDENTITY_HSV)).any(1).nonzero().flatten()
-        if len(jitter):
-            idx = jitter.to(dev)
-            x[idx] = D.hsv_jitter(x[idx], gains[jitter].to(dev))
+        gains = host["hsv"]
+        jitter = (gains != torch.tensor(IDENTITY_HSV)).any(1).nonzero().flatten().tolist() if self.colour else []
+        if jitter:
+            idx = torch.tensor(jitter)
+            x[D.to_device(idx, dev)] = D.hsv_jitter(x[D.to_device(idx, dev)], gains[idx])
         x = x.div_(255).contiguous()
-        out = self._boxes(targets, m, batch["filters"].to(dev))
+        targets = D.to_device(self._boxes(host["targets"], m, host["filters"]), dev)
         t3 = self._clock()
         if self.profile:
             self.last_ms = {"h2d": (t1 - t0) * 1e3, "letterbox": (t2 - t1) * 1e3, "aug": (t3 - t2) * 1e3}
-        return x, out, batch["metas"]
+        return x, targets, batch["metas"]
 
     def _boxes(self, targets: torch.Tensor, m: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
         if not len(targets):

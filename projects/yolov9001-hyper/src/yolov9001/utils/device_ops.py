@@ -45,24 +45,47 @@ def filter_boxes(boxes: torch.Tensor, width: int, height: int, min_visible_frac:
 
 
 def warp_images(src: torch.Tensor, m: torch.Tensor, size: int, pad_value: float) -> torch.Tensor:
-    """Float images [B, C, H, W] -> [B, C, size, size] through per-sample matrices [B, 3, 3] (affine or
-    perspective), bilinear; whatever falls outside the source reads ``pad_value`` (OpenCV's constant border).
+    """Float images [B, C, H, W] -> [B, C, size, size] through per-sample matrices [B, 3, 3] (source ->
+    output; affine or perspective), bilinear; whatever falls outside the source reads ``pad_value``
+    (OpenCV's constant border).
 
     Each output pixel centre (x + .5, y + .5) is mapped back by m^-1 and sampled with ``grid_sample``
     (``align_corners=False``: grid -1..1 spans the source's outer pixel edges, the continuous convention).
-    Cost: one [B, size, size, 2] grid and one bilinear read per output pixel.
+    ``m`` should live on the host: the 3x3 inverses and normalisations are computed there in float64 and only
+    [B, 2, 3] thetas (affine, through ``affine_grid``: one [B, size, size, 2] grid) or [B, 3, 3] inverses
+    (perspective, one grid built here) go to the device, so nothing waits for it. ``src`` is used as scratch
+    (modified in place): one less full-batch temporary.
     """
     b, _, h, w = src.shape
-    inv = torch.linalg.inv(m.double()).to(torch.float32)
-    c = torch.arange(size, device=src.device, dtype=torch.float32) + 0.5
-    gy, gx = torch.meshgrid(c, c, indexing="ij")
-    pts = torch.stack((gx, gy, torch.ones_like(gx)), -1).reshape(1, -1, 3)        # [1, P, 3]
-    s = pts @ inv.transpose(1, 2)                                                 # [B, P, 3]
-    uv = s[..., :2] / s[..., 2:3]
-    grid = torch.stack((uv[..., 0] * (2.0 / w) - 1, uv[..., 1] * (2.0 / h) - 1), -1).reshape(b, size, size, 2)
+    dev = src.device
+    m = m.detach().to("cpu", torch.float64)
+    inv = torch.linalg.inv(m)
+    # continuous pixel coordinates -> align_corners=False normalised coordinates, for the source and output
+    n_src = torch.tensor([[2.0 / w, 0, -1], [0, 2.0 / h, -1], [0, 0, 1]], dtype=torch.float64)
+    n_out_inv = torch.tensor([[size / 2.0, 0, size / 2.0], [0, size / 2.0, size / 2.0], [0, 0, 1]],
+                             dtype=torch.float64)
+    if bool((m[:, 2, :2] == 0).all()):
+        theta = (n_src @ inv @ n_out_inv)[:, :2].to(torch.float32)
+        grid = F.affine_grid(to_device(theta, dev), [b, src.shape[1], size, size], align_corners=False)
+    else:
+        inv_n = to_device((n_src @ inv).to(torch.float32), dev)   # continuous output px -> normalised source
+        c = torch.arange(size, device=dev, dtype=torch.float32) + 0.5
+        gy, gx = torch.meshgrid(c, c, indexing="ij")
+        pts = torch.stack((gx, gy, torch.ones_like(gx)), -1).reshape(1, -1, 3)    # [1, P, 3]
+        s = pts @ inv_n.transpose(1, 2)                                          # [B, P, 3]
+        grid = (s[..., :2] / s[..., 2:3]).reshape(b, size, size, 2)
     # zeros padding on (src - pad) + pad == a constant pad_value border, blended bilinearly at the edges
-    out = F.grid_sample(src - pad_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(src.sub_(pad_value), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.add_(pad_value)
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A small host tensor -> ``device`` without a stream sync (pinned first on CUDA: a copy from pageable
+    memory would wait for the stream)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -95,7 +118,7 @@ def hsv_jitter(x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
     OpenCV's version quantises hue to 180 steps and each channel to uint8; this one stays in float, so the
     two differ by the quantisation (about a grey level on average; the test bounds it)."""
     h, s, v = _rgb_to_hsv(x / 255)
-    g = gains.to(x.device, torch.float32)[:, :, None, None]
+    g = to_device(gains.to(torch.float32), x.device)[:, :, None, None]
     h = (h + g[:, 0]) % 1.0
     s = (s * g[:, 1]).clamp(0, 1)
     v = (v * g[:, 2]).clamp(0, 1)

@@ -4,7 +4,8 @@ CUDA stream while the current step runs, so the H2D copy overlaps compute instea
 The batches must come from pinned memory (the DataLoader pins them when CUDA is present) for
 ``non_blocking=True`` to be asynchronous. Before a batch is handed out the compute stream waits for its copy
 event, and every tensor is ``record_stream``-ed on the compute stream so the caching allocator does not reuse
-its memory while the step still reads it. Cost: ``buffer_depth`` batches of device memory.
+its memory while the step still reads it. Cost: ``buffer_depth`` + 1 batches of device memory (the next copy is
+issued before the current batch is handed out).
 
 On a device other than CUDA there is no side stream: each batch is moved when it is taken (the same result,
 no overlap). ``h2d_bytes`` counts the bytes of every tensor moved, on any device.
@@ -18,11 +19,12 @@ import torch
 
 
 def move(obj, device, non_blocking: bool = True):
-    """Tensors inside (nested) tuples / lists / dicts -> ``device``; returns (moved, bytes)."""
+    """Tensors inside (nested) tuples / lists / dicts -> ``device``; returns (moved, bytes). A dict's ``"host"``
+    entry stays where it is: metadata that the device code reads on the host (``device_collate``)."""
     if isinstance(obj, torch.Tensor):
         return obj.to(device, non_blocking=non_blocking), obj.numel() * obj.element_size()
     if isinstance(obj, dict):
-        items = {k: move(v, device, non_blocking) for k, v in obj.items()}
+        items = {k: (v, 0) if k == "host" else move(v, device, non_blocking) for k, v in obj.items()}
         return {k: v[0] for k, v in items.items()}, sum(v[1] for v in items.values())
     if isinstance(obj, (list, tuple)):
         items = [move(v, device, non_blocking) for v in obj]
@@ -34,8 +36,9 @@ def _tensors(obj):
     if isinstance(obj, torch.Tensor):
         yield obj
     elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors(v)
+        for k, v in obj.items():
+            if k != "host":
+                yield from _tensors(v)
     elif isinstance(obj, (list, tuple)):
         for v in obj:
             yield from _tensors(v)
