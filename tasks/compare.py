@@ -4,11 +4,14 @@
     python tasks/compare.py projects/yolox-gaudi/runs/yolox-nano-smoke other.onnx --data /data/COCO --split val2017
 
 Each argument is an ``.onnx`` file or a run folder (its ``*.onnx`` files, searched recursively). Every model
-is scored by ``yolo_common.onnx_eval.evaluate_onnx`` on the same images (default: the synthetic shapes
-val set, regenerated here with a fixed seed, which every project's smoke run trains on; ``--data`` for a
-real one), each with the letterbox and decode settings its own metadata carries. Writes ``compare.md``
-(project, model, parameters, input size, AP / AP50 / AP75 / APs / APm / APl, latency mean / p90, images/s,
-provider) and ``compare.png`` (AP against latency, one labelled point per model) to ``--out``.
+is scored by ``yolo_common.onnx_eval.evaluate_onnx`` on the same images, each with the letterbox and decode
+settings its own metadata carries. The default images are a fresh synthetic shapes val set generated here with
+a fixed seed: the same generator and classes (circle, square, triangle) as every project's smoke, but images
+that no smoke trained on. ``--data`` takes a real dataset instead. Writes ``compare.md`` (project, model,
+parameters, input size, AP / AP50 / AP75 / APs / APm / APl, latency mean / p90 at ``--batch``, images/s,
+provider) and ``compare.png`` (AP against latency, one labelled point per model) to ``--out``. A model that
+cannot be scored (a wrong contract, a class list that does not fit the data) is skipped with its reason,
+listed under the table; the exit code is 1 only when nothing could be scored.
 """
 
 from __future__ import annotations
@@ -71,16 +74,36 @@ def synthetic_val(out: Path) -> tuple[Path, str]:
     return root, "val"
 
 
-def compare(models: list[Path], data: Path, split: str, out: Path, *, batch: int = 1) -> list[dict]:
+def model_label(path: Path) -> str:
+    """``<folder>/<file>``: yolov10-qat's two exports are both ``best.onnx`` (in ``baseline/`` and ``qat/``)."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def compare(models: list[Path], data: Path, split: str, out: Path, *, batch: int = 1,
+            skipped: list[dict] | None = None) -> list[dict]:
+    """Scores every model; one that fails is appended to ``skipped`` ({"model", "reason"}) and the rest go on."""
     from yolo_common.onnx_eval import evaluate_onnx
 
-    rows = []
+    rows, used = [], set()
     for m in models:
-        r = evaluate_onnx(m, data, split, out_dir=out / "eval" / f"{project_of(m)}-{m.stem}", batch=batch,
-                          providers=("CUDAExecutionProvider", "CPUExecutionProvider"), progress=False)
+        name = f"{project_of(m)}-{m.parent.name}-{m.stem}"
+        k, unique = 1, name
+        while unique in used:   # the eval folder of each model is its own
+            k += 1
+            unique = f"{name}-{k}"
+        used.add(unique)
+        try:
+            r = evaluate_onnx(m, data, split, out_dir=out / "eval" / unique, batch=batch,
+                              providers=("CUDAExecutionProvider", "CPUExecutionProvider"), progress=False)
+        except Exception as e:  # one bad export must not hide the others' numbers
+            reason = f"{type(e).__name__}: {str(e)[:300]}"
+            print(f"[compare] skipped {m}: {reason}", file=sys.stderr)
+            if skipped is not None:
+                skipped.append({"model": str(m), "reason": reason})
+            continue
         c, lat = r["coco"], r["latency"]
         size = r["letterbox"]["size"]
-        rows.append({"project": project_of(m), "model": m.name, "params": onnx_params(m),
+        rows.append({"project": project_of(m), "model": model_label(m), "params": onnx_params(m),
                      "input": "x".join(map(str, size)) if isinstance(size, list) else f"{size}x{size}",
                      **{k: c[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
                      "latency_ms": lat["inference_ms"]["mean"], "latency_p90_ms": lat["inference_ms"]["p90"],
@@ -90,7 +113,8 @@ def compare(models: list[Path], data: Path, split: str, out: Path, *, batch: int
     return rows
 
 
-def write_report(rows: list[dict], out: Path, data: str, split: str) -> None:
+def write_report(rows: list[dict], out: Path, data: str, split: str, *, batch: int = 1,
+                 skipped: list[dict] | None = None) -> None:
     from yolo_common.runlog import markdown_table
 
     out.mkdir(parents=True, exist_ok=True)
@@ -101,8 +125,10 @@ def write_report(rows: list[dict], out: Path, data: str, split: str) -> None:
              for r in rows]
     text = (f"# Detectors compared on {data} ({split})\n\nOne scorer for all: `yolo_common.onnx_eval.evaluate_onnx`, "
             f"each model with the preprocessing and decode settings its ONNX metadata carries; latency is "
-            f"`session.run` per image at batch 1 (AP -1 = no objects of that size).\n\n"
-            f"{markdown_table(table, floatfmt='.4f')}\n")
+            f"`session.run` per image at batch {batch} (AP -1 = no objects of that size).\n\n"
+            f"{markdown_table(table, floatfmt='.4f') if table else '(no model could be scored)'}\n")
+    if skipped:
+        text += "\n## Skipped\n\n" + "".join(f"- `{x['model']}`: {x['reason']}\n" for x in skipped)
     (out / "compare.md").write_text(text)
     (out / "compare.json").write_text(json.dumps(rows, indent=1))
     import matplotlib
@@ -115,7 +141,7 @@ def write_report(rows: list[dict], out: Path, data: str, split: str) -> None:
         ax.scatter(r["latency_ms"], r["AP"], s=40)
         ax.annotate(f"{r['project']}\n{r['model']}", (r["latency_ms"], r["AP"]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("latency, ms / image (session.run, batch 1)")
+    ax.set_xlabel(f"latency, ms / image (session.run, batch {batch})")
     ax.set_ylabel("COCO AP (0.5:0.95)")
     ax.set_title(f"AP vs latency on {Path(data).name} / {split}")
     ax.grid(alpha=0.3)
@@ -143,10 +169,11 @@ def main(argv=None) -> int:
               "yolov1-smoke, ...) or name .onnx files", file=sys.stderr)
         return 2
     data, split = (Path(a.data), a.split or "val") if a.data else synthetic_val(out)
-    rows = compare(models, data, split, out, batch=a.batch)
-    write_report(rows, out, str(data), split)
-    print(f"[compare] {len(rows)} models -> {out / 'compare.md'}, {out / 'compare.png'}")
-    return 0
+    skipped: list[dict] = []
+    rows = compare(models, data, split, out, batch=a.batch, skipped=skipped)
+    write_report(rows, out, str(data), split, batch=a.batch, skipped=skipped)
+    print(f"[compare] {len(rows)} models scored, {len(skipped)} skipped -> {out / 'compare.md'}, {out / 'compare.png'}")
+    return 0 if rows else 1
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def test_compare_writes_the_table_and_the_plot(two_models, tmp_path):
     assert compare.main([str(out_models / "runs"), str(b), "--out", str(tmp_path / "cmp")]) == 0
     md = (tmp_path / "cmp" / "compare.md").read_text()
     rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert [r["model"] for r in rows] == ["nano.onnx", "yolov1.onnx"]
+    assert [r["model"] for r in rows] == ["yolox/nano.onnx", f"{out_models.name}/yolov1.onnx"]
     assert rows[0]["input"] == "64x64" and rows[1]["input"] == "128x128"
     assert rows[0]["params"] > 500_000 and rows[1]["params"] > 10_000
     for r in rows:
@@ -55,6 +55,33 @@ def test_compare_writes_the_table_and_the_plot(two_models, tmp_path):
 
     with Image.open(tmp_path / "cmp" / "compare.png") as im:
         assert im.format == "PNG" and im.size == (640, 440)
+
+
+@pytest.mark.slow
+def test_compare_skips_a_broken_model_and_keeps_same_named_ones_apart(two_models, tmp_path, capsys):
+    import shutil
+
+    sys.path.insert(0, str(REPO / "tasks"))
+    try:
+        import compare
+    finally:
+        sys.path.remove(str(REPO / "tasks"))
+    _, a, _ = two_models
+    for sub in ("baseline", "qat"):   # yolov10-qat's layout: two best.onnx
+        (tmp_path / "run" / sub).mkdir(parents=True)
+        shutil.copy(a, tmp_path / "run" / sub / "best.onnx")
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    code = compare.main([str(tmp_path / "run"), str(tmp_path / "broken.onnx"), "--out", str(tmp_path / "cmp"),
+                         "--batch", "2"])
+    assert code == 0
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [r["model"] for r in rows] == ["baseline/best.onnx", "qat/best.onnx"]
+    assert rows[0]["AP"] == rows[1]["AP"]                          # the same model, scored twice
+    assert len(list((tmp_path / "cmp" / "eval").iterdir())) == 2   # each its own eval folder
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "## Skipped" in md and "broken.onnx" in md and "at batch 2" in md
+    assert "skipped" in capsys.readouterr().err
+    assert compare.main([str(tmp_path / "broken.onnx"), "--out", str(tmp_path / "cmp2")]) == 1
 
 
 def test_compare_without_models_is_a_clear_error(tmp_path, capsys):

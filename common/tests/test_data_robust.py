@@ -167,21 +167,24 @@ def test_detection_writer_outputs(tmp_path, capsys):
 
     from yolo_common.draw import DetectionWriter
 
-    files = [Path("a/x.jpg"), Path("b/x.jpg"), Path("c/bad.jpg")]
+    files = [Path("a/x.jpg"), Path("b/x.jpg"), Path("c/bad.jpg"), Path("d/gt.jpg")]
     w = DetectionWriter(tmp_path / "out", files, ["cat", "dog"], "tool")
     img = np.zeros((20, 30, 3), np.uint8)
     w.add(0, files[0], img, [[1, 2, 10, 12]], [1], [0.875])
     w.add(1, files[1], Image.fromarray(img), [], [], [])
     w.skip(files[2], "cannot decode")
+    gt = w.add(3, files[3], img, [[0, 0, 5, 5]], [0])   # boxes without scores (ground truth)
+    assert gt["detections"] == [{"class": "cat", "score": None, "bbox": [0, 0, 5, 5]}]
     res = w.close(checkpoint="ck.pt")
-    assert res == {"images": 2, "failed": ["c/bad.jpg"], "out": str(tmp_path / "out")}
+    assert res == {"images": 3, "failed": ["c/bad.jpg"], "out": str(tmp_path / "out")}
     doc = json.loads((tmp_path / "out" / "detections.json").read_text())
-    assert doc["checkpoint"] == "ck.pt" and [i["output"] for i in doc["images"]] == ["00000_x.jpg", "00001_x.jpg"]
+    assert doc["checkpoint"] == "ck.pt" and [i["output"] for i in doc["images"]] == ["00000_x.jpg", "00001_x.jpg",
+                                                                                     "gt.jpg"]
     assert doc["images"][0]["detections"] == [{"class": "dog", "score": 0.875, "bbox": [1, 2, 10, 12]}]
     assert (doc["images"][0]["width"], doc["images"][0]["height"]) == (30, 20)
     assert Image.open(tmp_path / "out" / "00000_x.jpg").size == (30, 20)
     err = capsys.readouterr()
-    assert "[tool] skipped c/bad.jpg: cannot decode" in err.err and "2 images, 1 detections" in err.out
+    assert "[tool] skipped c/bad.jpg: cannot decode" in err.err and "3 images, 2 detections" in err.out
 
 
 def test_samples_grid_draws_gt_and_predictions(tmp_path):

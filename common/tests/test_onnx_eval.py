@@ -142,8 +142,31 @@ def test_detect_contract():
     assert detect_contract((1, 300, 6)) == "e2e"
     assert detect_contract((1, 84, 8400)) == "raw"
     assert detect_contract((2, 6, 100)) == "raw"  # nc=2 raw model: last dim is anchors
+    # DETR-style: logits [N, Q, C+1] beside boxes [N, Q, 4]; a 5-class model's logits end in 6 too
+    assert detect_contract((2, 100, 6), (2, 100, 4)) == "set"
+    assert detect_contract((1, 100, 92), (1, 100, 4)) == "set"
+    assert detect_contract((1, 300, 6), (1, 50, 4)) == "e2e"   # a second output of another shape: not a set
     with pytest.raises(ValueError):
         detect_contract((84, 8400))
+
+
+def test_cli_passes_label_and_overlap_options(monkeypatch, tmp_path):
+    from yolo_common import onnx_eval
+
+    seen = {}
+
+    def fake(model, data, split, **kw):
+        seen.update(kw)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(onnx_eval, "evaluate_onnx", fake)
+    for argv, want in ((["--single-label", "--no-overlap"], (False, False)), (["--multi-label"], (True, True)),
+                       ([], (None, True))):
+        with pytest.raises(SystemExit):
+            onnx_eval.main(["--model", "m.onnx", "--data", str(tmp_path), *argv])
+        assert (seen["multi_label"], seen["overlap"]) == want, argv
+    with pytest.raises(SystemExit):   # argparse: the two label options exclude each other
+        onnx_eval.build_parser().parse_args(["--model", "m", "--data", "d", "--multi-label", "--single-label"])
 
 
 def test_decode_e2e_filters_sorts_and_caps():

@@ -196,6 +196,22 @@ def test_read_image_rgb(tmp_path):
         read_image(tmp_path / "bad.jpg")
 
 
+def test_open_rgb_returns_a_detached_rgb_image(tmp_path):
+    from yolo_common.preprocess import open_rgb
+
+    img = _const(30, 40)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    Image.fromarray(img[:, :, 0]).save(tmp_path / "g.png")
+    Image.fromarray(np.dstack([img, np.full((30, 40), 200, np.uint8)])).save(tmp_path / "rgba.png")
+    a = open_rgb(tmp_path / "a.png")
+    (tmp_path / "a.png").unlink()                       # the pixels no longer depend on the file
+    np.testing.assert_array_equal(np.asarray(a.resize((40, 30))), img)
+    assert [open_rgb(tmp_path / n).mode for n in ("g.png", "rgba.png")] == ["RGB", "RGB"]
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(OSError, match="bad.jpg"):
+        open_rgb(tmp_path / "bad.jpg")
+
+
 def test_read_image_turns_any_decoder_failure_into_oserror(tmp_path, monkeypatch):
     """ultralytics (imported by another project in the same process) patches PIL.Image.open; for an
     unidentified file it tries to install pi-heif and can raise ModuleNotFoundError. Still an OSError."""

@@ -54,15 +54,17 @@ class DetectionWriter:
         print(f"[{self.tag}] skipped {file}: {error}", file=sys.stderr)
         self.failed.append(str(file))
 
-    def add(self, k: int, file, img, boxes, labels, scores) -> dict:
-        """Draws and records image ``k`` (``img`` RGB array or PIL; pixel xyxy ``boxes``)."""
+    def add(self, k: int, file, img, boxes, labels, scores=None) -> dict:
+        """Draws and records image ``k`` (``img`` RGB array or PIL; pixel xyxy ``boxes``). ``scores=None``
+        (boxes without a score, e.g. ground truth): drawn with the class name only, ``"score": null``."""
         name = self._stems[k]
         im = draw_boxes(img, boxes, labels, self.names, scores)
         im.save(self.out / f"{name}.jpg", quality=90)
         label = lambda c: self.names[c] if 0 <= c < len(self.names) else str(c)  # noqa: E731
+        each = scores if scores is not None else [None] * len(labels)
         rec = {"file": str(file), "output": f"{name}.jpg", "width": im.width, "height": im.height,
-               "detections": [{"class": label(int(c)), "score": float(s), "bbox": [round(float(v), 2) for v in b]}
-                              for b, c, s in zip(boxes, labels, scores)]}
+               "detections": [{"class": label(int(c)), "score": None if s is None else float(s),
+                               "bbox": [round(float(v), 2) for v in b]} for b, c, s in zip(boxes, labels, each)]}
         self.images.append(rec)
         return rec
 

@@ -184,10 +184,14 @@ def _empty() -> ImageDets:
     return ImageDets(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
-def detect_contract(shape: Sequence[int]) -> str:
-    """``"e2e"`` if the output's last dim is 6 (``[N, K, 6]``), else ``"raw"`` (``[N, 4+nc, A]``)."""
+def detect_contract(shape: Sequence[int], *others: Sequence[int]) -> str:
+    """The contract from the output shapes (first output, then any others), for a model without metadata:
+    ``"set"`` for a second output ``[N, Q, 4]`` beside ``[N, Q, C + 1]`` (checked first: a 5-class DETR's
+    logits end in 6 too), ``"e2e"`` if the last dim is 6 (``[N, K, 6]``), else ``"raw"`` (``[N, 4+nc, A]``)."""
     if len(shape) != 3:
         raise ValueError(f"expected a 3-d detector output, got shape {tuple(shape)}")
+    if others and len(others[0]) == 3 and others[0][-1] == 4 and tuple(others[0][:2]) == tuple(shape[:2]):
+        return "set"
     return "e2e" if shape[-1] == 6 else "raw"
 
 
@@ -517,7 +521,7 @@ def _inference_loop(sess, inp: _ModelInput, records, spec: LetterboxSpec, rows: 
                     t1 = time.perf_counter()
                 outs = sess.run(None, {inp.name: x})
                 t2 = time.perf_counter()
-                res.contract = res.contract or detect_contract(outs[0].shape)
+                res.contract = res.contract or detect_contract(*(o.shape for o in outs))
                 _check_outputs(outs, res.contract, nc)
                 args = (outs, len(chws), res.contract, x.shape[2:])
                 kw = dict(conf=conf, iou=iou, max_det=max_det, multi_label=multi_label, metas=metas, recs=recs,
@@ -745,6 +749,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=None, help="default: the model's metadata, else 0.7")
     p.add_argument("--max-det", type=int, default=None, help="default: the model's metadata, else 300")
     p.add_argument("--contract", choices=CONTRACTS, default=None)
+    label = p.add_mutually_exclusive_group()
+    label.add_argument("--multi-label", dest="multi_label", action="store_const", const=True, default=None,
+                       help="raw: every class above conf per anchor (default: the metadata's, else on)")
+    label.add_argument("--single-label", dest="multi_label", action="store_const", const=False,
+                       help="raw: only the best class per anchor")
+    p.add_argument("--no-overlap", action="store_true",
+                   help="the strictly sequential loop (no read/decode threads beside session.run)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--intra-op-threads", type=int, default=None, help="ORT intra_op_num_threads (default: ORT's)")
@@ -757,8 +768,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     metrics = evaluate_onnx(a.model, a.data, a.split, out_dir=a.out, providers=a.providers, batch=a.batch,
                             imgsz=a.imgsz, max_images=a.max_images, conf=a.conf, iou=a.iou, max_det=a.max_det,
-                            contract=a.contract, warmup=a.warmup, progress=not a.no_progress,
-                            intra_op_threads=a.intra_op_threads, spinning=False if a.no_spinning else None)
+                            multi_label=a.multi_label, contract=a.contract, warmup=a.warmup,
+                            progress=not a.no_progress, intra_op_threads=a.intra_op_threads,
+                            spinning=False if a.no_spinning else None, overlap=not a.no_overlap)
     print(summary_table(metrics))
     if a.out:
         print(f"wrote {Path(a.out) / 'metrics.json'}")

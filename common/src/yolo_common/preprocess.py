@@ -262,13 +262,18 @@ def read_image(path: str | Path) -> np.ndarray:
             in ModuleNotFoundError): every one of them becomes an OSError naming the file, so
             ``SkipUnreadable`` counts it instead of the epoch dying.
     """
+    return np.asarray(open_rgb(path))
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """``read_image`` as a PIL image (decoded, RGB, no EXIF rotation), for code that transforms with PIL; the
+    same errors (every decoder failure an ``OSError`` naming the file)."""
     try:
         with Image.open(path) as im:
             if im.mode != "RGB":
-                im = im.convert("RGB")
-            else:
-                im.load()
-            return np.asarray(im)
+                return im.convert("RGB")
+            im.load()
+            return im.copy()   # detached from the file: Pillow frees a closed image's pixels
     except OSError:
         raise
     except Exception as e:

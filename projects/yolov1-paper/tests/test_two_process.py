@@ -1,6 +1,8 @@
 """Two CPU processes through accelerate (gloo): the evaluation gathers every validation image exactly once
 (6 images over 2 ranks x batch 4 needs padding that gather_for_metrics must drop), the logs are written
-once, and extract_backbone reads the 2-process checkpoint."""
+once, and extract_backbone reads the 2-process checkpoint. Each rank loads with 2 DataLoader workers, as a real
+run does (the epoch reaches persistent workers through shared memory; the single-process tests check that
+the draws then change per epoch)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def test_two_gloo_processes_detection(synthetic_voc, tmp_path):
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
            "29631", "-m", "yolov1.detection_train", f"data_root={synthetic_voc}", "train_split=2012:train",
            "val_split=2012:val", f"output_dir={tmp_path}", "run_name=ddp", "verify_images=false",
-           "num_workers=0", "S=2", "hidden=16", "width=0.125", "batch_size=4", "epochs=1", "lr_milestones=3",
+           "num_workers=2", "S=2", "hidden=16", "width=0.125", "batch_size=4", "epochs=1", "lr_milestones=3",
            "log_every=1", "cpu=true", "grad_clip_norm=10", "lr=0.001"]
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -3,7 +3,8 @@
 Both libraries mutate what they are given (``loadRes`` writes ``id``/``area``/``segmentation`` into
 every result dict, ``_prepare`` writes ``ignore`` into every GT annotation) and print to stdout, so
 ``coco_map`` hands them fresh copies and keeps them quiet. The copies cost about a second per million
-detections, small next to pycocotools' evaluate() and the price of never touching the caller's data.
+detections, small next to pycocotools' evaluate() and the price of never touching the caller's data. For boxes
+through faster-coco-eval the result set is built from those copies directly (no second copy in ``loadRes``).
 """
 
 from __future__ import annotations
@@ -97,7 +98,18 @@ def _run_faster(gt: dict, dets: list[dict], iou_type: str, img_ids, verbose: boo
 
     say = print if verbose else _noop
     coco_gt = COCO(gt, print_function=say)
-    coco_dt = coco_gt.loadRes(dets)  # handles [] itself
+    if iou_type == "bbox" and dets:
+        # loadRes' work for boxes without its per-result polygon: ``dets`` are already this call's own copies
+        # (``_prepare_dets``), so id / area / iscrowd go straight in. 0.39 -> 0.11 s for 52k results, the
+        # same 12 stats (tests/test_evaluation: against loadRes and against pycocotools).
+        for k, d in enumerate(dets):
+            d["id"], d["area"], d["iscrowd"] = k + 1, d["bbox"][2] * d["bbox"][3], 0
+        coco_dt = COCO(print_function=say)
+        coco_dt.dataset = {"info": {}, "images": list(gt["images"]), "categories": list(gt["categories"]),
+                           "annotations": dets}
+        coco_dt.createIndex()
+    else:
+        coco_dt = coco_gt.loadRes(dets)  # handles [] and segmentation itself
     ev = COCOeval_faster(coco_gt, coco_dt, iouType=iou_type, print_function=say)
     if img_ids is not None:
         ev.params.imgIds = img_ids

@@ -26,11 +26,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     a = ap.parse_args(argv)
 
     import torch
-    from PIL import Image
     from yolo_common.data import list_images
     from yolo_common.draw import DetectionWriter
+    from yolo_common.preprocess import open_rgb
 
     from .augment import DetectionTransform
+    from .engine import progress
     from .evaluate import load_detector
     from .postprocess import decode, to_image_coords
 
@@ -42,12 +43,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     names, S, B = meta["classes"], int(meta["config"]["S"]), int(meta["config"]["B"])
     tf = DetectionTransform(64 * S, train=False)
     writer = DetectionWriter(a.out, files, names, "yolov1.detect")
-    for k, f in enumerate(files):
+    for k, f in enumerate(progress(files, desc="detect", unit="img")):
         try:
-            with Image.open(f) as im:
-                img = im.convert("RGB")
-        except Exception as e:  # a bad file is named and skipped, the rest still run
-            writer.skip(f, f"{type(e).__name__}: {e}")
+            img = open_rgb(f)
+        except OSError as e:  # a bad file is named and skipped, the rest still run
+            writer.skip(f, str(e))
             continue
         x, _, _ = tf(img, torch.zeros(0, 4).numpy(), torch.zeros(0, dtype=torch.int64).numpy())
         with torch.no_grad():

@@ -52,6 +52,7 @@ class DetectionConfig:
     # ---- optimisation: warm-up 1e-3 -> 1e-2, then 1e-2 / 1e-3 / 1e-4 for 75 / 30 / 30 epochs ---- #
     epochs: int = 135
     batch_size: int = 64  # per process
+    optimizer: str = "sgd"  # sgd (paper) | adamw (the smoke's small-data recipe; momentum = beta1)
     lr: float = 1e-2
     warmup_epochs: float = 1.0  # "for the first epochs we slowly raise the learning rate"
     warmup_start: float = 1e-3
@@ -93,5 +94,7 @@ class DetectionConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.responsibility not in ("darknet", "iou"):
             raise ValueError(f"responsibility must be darknet or iou, got {self.responsibility!r}")

@@ -62,7 +62,7 @@ def _train(cfg: DetectionConfig, accelerator, run, run_dir, seed: int) -> dict:
         accelerator.print("no backbone= given: the backbone starts from random init (the paper pretrains it)")
     criterion = build_loss(cfg.S, cfg.B, C, lambda_coord=cfg.lambda_coord, lambda_noobj=cfg.lambda_noobj,
                            rescore=cfg.rescore, responsibility=cfg.responsibility)
-    optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, kind=cfg.optimizer)
     train_loader = make_loader(train_ds, cfg.batch_size, train=True, num_workers=cfg.num_workers, seed=seed,
                                collate_fn=collate)
     val_loader = make_loader(val_ds, cfg.batch_size, train=False, num_workers=cfg.num_workers, seed=seed,

@@ -43,8 +43,14 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
-                    nesterov: bool = False) -> torch.optim.SGD:
-    """SGD with the paper's momentum 0.9 and decay 5e-4."""
+                    nesterov: bool = False, kind: str = "sgd") -> torch.optim.Optimizer:
+    """SGD with the paper's momentum 0.9 and decay 5e-4 (``kind="sgd"``), or AdamW (``"adamw"``, not the
+    paper: the small-data smoke recipe, where SGD at any stable LR fits the boxes but not the classes in a
+    few hundred steps; ``momentum`` is then beta1 and ``weight_decay`` the decoupled decay)."""
+    if kind == "adamw":
+        return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(momentum, 0.999))
+    if kind != "sgd":
+        raise ValueError(f"optimizer must be sgd or adamw, got {kind!r}")
     return torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov)
 
 

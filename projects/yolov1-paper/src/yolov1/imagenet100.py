@@ -33,6 +33,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from yolo_common.data import SkipCounter, UnreadableImage
+from yolo_common.preprocess import open_rgb
 
 from .augment import MEAN, STD
 
@@ -168,10 +169,9 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, i: int):
         path, label = self.split.samples[i]
         try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
-        except Exception as e:  # counted and skipped by SkipUnreadable (training.make_loader)
-            raise UnreadableImage(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+            img = open_rgb(path)
+        except OSError as e:  # counted and skipped by SkipUnreadable (training.make_loader)
+            raise UnreadableImage(f"{path}: cannot decode image ({e})") from e
         return self.transform(img), label
 
     def describe(self, i: int) -> str:

@@ -9,11 +9,18 @@
 3. ``pretrain_train`` -> ``extract_backbone`` -> ``detection_train`` with ``backbone=`` that file.
 
 The network is the paper's layer list at a smaller scale (width 1/8, FC 256 wide, S=4 so 256 px input):
-the full 448 px, 272M-parameter model takes seconds per image on a CPU. One more deviation: gradients
-are clipped at norm 10 (``grad_clip_norm``), because the BN-free network at the paper's peak LR 1e-2
-diverges within a few dozen steps on this tiny set. Everything else (loss, schedule shape,
-augmentation, no BN, dropout) is the default. The numbers say the pipeline runs and learns, nothing
-about VOC.
+the full 448 px, 272M-parameter model takes seconds per image on a CPU.
+
+**The small-data recipe** (``SMOKE_RECIPE``; the configs' defaults stay the paper's for real runs). Each
+deviation was measured on this set (README, "Measured"):
+
+- ``batch_norm=true`` in both stages. Without it, pretraining stays at chance (top-1 0.19 of 3 classes)
+  and the detector never learns the classes. With it, pretraining reaches top-1 0.81-0.87 in 10 epochs.
+- pretraining: SGD at the paper's LR with ``grad_clip_norm=10``, which the BN-free net needed not to diverge.
+- detection: AdamW, LR 1e-3, decoupled weight decay 0.05, no dropout, and no clipping. SGD at 1e-2 diverges
+  without the clip, and with it fits the boxes but not the classes in 750 steps (VOC07 mAP 0.003-0.007).
+- LR steps at 80 % / 93 % of the epochs instead of the paper's 56 % / 78 %. The early drop cut the few
+  useful epochs: 15 epochs with paper milestones gave 0.08, 25 epochs with late ones 0.30.
 """
 
 from __future__ import annotations
@@ -26,8 +33,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
+from yolo_common.preprocess import open_rgb
 
-SMOKE_MODEL = {"width": 0.125}  # shared by both stages: the backbone must fit the detector
+SMOKE_MODEL = {"width": 0.125, "batch_norm": "true"}  # both stages: the backbone must fit the detector
+# the detection stage's deviations from the paper recipe (see the module docstring)
+SMOKE_DETECT = {"optimizer": "adamw", "lr": 1e-3, "warmup_start": 1e-4, "weight_decay": 0.05, "dropout": 0.0}
+LR_STEPS = (0.80, 0.93)   # fractions of the detection epochs where the LR drops 10x
 
 
 def write_crops_imagenet(voc_root: Path, out: Path, *, size: int = 64, margin: float = 0.15) -> Path:
@@ -44,8 +55,7 @@ def write_crops_imagenet(voc_root: Path, out: Path, *, size: int = 64, margin: f
                                                 indent=1), encoding="utf-8")
     for split, folder_of in ((train, lambda k: f"train.X{1 + k % 2}"), (val, lambda k: "val.X")):
         for r in split.records:
-            with Image.open(r.path) as im:
-                img = im.convert("RGB")
+            img = open_rgb(r.path)
             for j, (box, cid) in enumerate(zip(r.boxes, r.category_ids)):
                 x1, y1, x2, y2 = box.tolist()
                 m = margin * max(x2 - x1, y2 - y1)
@@ -58,8 +68,8 @@ def write_crops_imagenet(voc_root: Path, out: Path, *, size: int = 64, margin: f
     return out
 
 
-def run_smoke(out: str | Path = "runs/smoke", *, num_train: int = 480, num_val: int = 32, pre_epochs: int = 4,
-              det_epochs: int = 15, S: int = 4, hidden: int = 256, batch_size: int = 16, seed: int = 0,
+def run_smoke(out: str | Path = "runs/smoke", *, num_train: int = 480, num_val: int = 32, pre_epochs: int = 10,
+              det_epochs: int = 25, S: int = 4, hidden: int = 256, batch_size: int = 16, seed: int = 0,
               num_workers: int = 0, max_train_batches: int = 0, responsibility: str = "darknet",
               threads: int = 1) -> dict:
     """Runs the three stages; returns the metrics and paths (also written to ``<out>/smoke.json``).
@@ -100,18 +110,19 @@ def _run_smoke(out, *, num_train, num_val, pre_epochs, det_epochs, S, hidden, ba
     t_data = time.perf_counter() - t0
 
     common = [f"seed={seed}", f"num_workers={num_workers}", "verify_images=true", f"batch_size={batch_size}",
-              f"max_train_batches={max_train_batches}", "log_every=5", "grad_clip_norm=10",
+              f"max_train_batches={max_train_batches}", "log_every=5",
               *(f"{k}={v}" for k, v in SMOKE_MODEL.items())]
     pre = pretrain_train.main([f"data_root={imagenet}", f"output_dir={out}", "run_name=pretrain", "image_size=64",
                                f"epochs={pre_epochs}", f"lr_milestones={max(1, pre_epochs * 2 // 3)}",
-                               "eval_every=1", *common])
+                               "eval_every=1", "grad_clip_norm=10", *common])
     backbone = extract_backbone(pre["run_dir"])
-    m = det_epochs / 135
     det = detection_train.main([f"data_root={voc}", "train_split=2012:train", "val_split=2012:val",
                                 f"output_dir={out}", "run_name=detect", f"S={S}", f"hidden={hidden}",
-                                f"epochs={det_epochs}", f"lr_milestones={75 * m:.2f},{105 * m:.2f}",
-                                f"eval_every={max(1, det_epochs // 3)}", f"backbone={backbone}",
-                                f"responsibility={responsibility}", *common])
+                                f"epochs={det_epochs}",
+                                "lr_milestones=" + ",".join(f"{f * det_epochs:.2f}" for f in LR_STEPS),
+                                f"eval_every={max(1, det_epochs // 5)}", f"backbone={backbone}",
+                                f"responsibility={responsibility}", *common,
+                                *(f"{k}={v}" for k, v in SMOKE_DETECT.items())])
     onnx = export_and_score(det["run_dir"], voc)
     result = {
         "pretrain": {k: pre["metrics"].get(k) for k in ("top1", "top5", "val_loss")},
@@ -121,7 +132,7 @@ def _run_smoke(out, *, num_train, num_val, pre_epochs, det_epochs, S, hidden, ba
         "data_s": round(t_data, 1), "total_s": round(time.perf_counter() - t0, 1),
         "settings": {"num_train": num_train, "num_val": num_val, "pre_epochs": pre_epochs, "det_epochs": det_epochs,
                      "S": S, "hidden": hidden, "batch_size": batch_size, "seed": seed, "threads": threads,
-                     "responsibility": responsibility, **SMOKE_MODEL},
+                     "responsibility": responsibility, **SMOKE_MODEL, **SMOKE_DETECT, "lr_steps": LR_STEPS},
     }
     (out / "smoke.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
     return result
@@ -154,8 +165,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--out", default=str(default_out()), help="output folder (default: the project's runs/smoke)")
     ap.add_argument("--num-train", type=int, default=480)
     ap.add_argument("--num-val", type=int, default=32)
-    ap.add_argument("--pre-epochs", type=int, default=4)
-    ap.add_argument("--det-epochs", type=int, default=15)
+    ap.add_argument("--pre-epochs", type=int, default=10)
+    ap.add_argument("--det-epochs", type=int, default=25)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (fixed: results depend on it)")

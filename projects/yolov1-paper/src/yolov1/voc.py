@@ -28,6 +28,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from yolo_common.data import DatasetSplit, UnreadableImage, read_voc, verify_images
+from yolo_common.preprocess import open_rgb
 
 from .augment import DetectionTransform
 from .targets import collate_targets, encode_targets
@@ -109,11 +110,10 @@ class VOCDetection(Dataset):
         """Image ``i`` as RGB and its (non-difficult unless asked) pixel xyxy boxes and class indices."""
         r = self.records[i]
         try:
-            with Image.open(r.path) as im:
-                img = im.convert("RGB")
-        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... on bad files
+            img = open_rgb(r.path)
+        except OSError as e:  # open_rgb turns every decoder failure into an OSError naming the file
             # UnreadableImage: the loaders' SkipUnreadable counts and skips it (see training.make_loader)
-            raise UnreadableImage(f"{r.path}: cannot decode image ({type(e).__name__}: {e})") from e
+            raise UnreadableImage(f"{r.path}: cannot decode image ({e})") from e
         keep = np.ones(len(r), bool) if self.use_difficult else ~r.difficult
         labels = np.array([self.index[i][int(c)] for c in r.category_ids[keep]], np.int64)
         return img, r.boxes[keep], labels
