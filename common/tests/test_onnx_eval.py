@@ -504,3 +504,39 @@ def test_overlapped_loop_gives_the_sequential_detections(tmp_path, tiny_onnx, ba
     assert seq["coco"] == ovl["coco"] and seq["num_detections"] == ovl["num_detections"] > 0
     assert ovl["latency"]["overlapped_loop"] and ovl["latency"]["measured_on_images"] == 2
     assert seq["latency"]["measured_on_images"] == 5 and not seq["latency"]["overlapped_loop"]
+
+
+def test_export_detector_dynamic_batch_metadata_and_atomic(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from yolo_common.onnx_eval import export_detector, read_model_metadata
+
+    class Raw(torch.nn.Module):   # [N, 3, 32, 32] -> [N, 4 + 2, 16]: boxes and two class scores per "anchor"
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 6, 8, stride=8)
+
+        def forward(self, x):
+            return self.conv(x).flatten(2).sigmoid()
+
+    spec = ULTRALYTICS.with_size(32)
+    path = export_detector(Raw(), torch.zeros(1, 3, 32, 32), tmp_path / "m" / "raw.onnx", contract="raw",
+                           letterbox_spec=spec, class_names=["a", "b"], decode={"conf": 0.1})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["raw.onnx"]        # no temp file left
+    meta = read_model_metadata(path)
+    assert meta["contract"] == "raw" and meta["class_names"] == ["a", "b"] and meta["decode"] == {"conf": 0.1}
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"images": np.zeros((3, 3, 32, 32), np.float32)})[0].shape == (3, 6, 16)
+
+    class Broken(Raw):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        export_detector(Broken(), torch.zeros(1, 3, 32, 32), tmp_path / "b" / "x.onnx", contract="raw",
+                        letterbox_spec=spec, class_names=["a", "b"])
+    assert not any((tmp_path / "b").iterdir())                                   # nothing half-written
+    with pytest.raises(ValueError, match="contract"):
+        export_detector(Raw(), torch.zeros(1, 3, 32, 32), tmp_path / "c.onnx", contract="nms",
+                        letterbox_spec=spec, class_names=[])

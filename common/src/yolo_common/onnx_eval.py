@@ -116,6 +116,43 @@ def _check_metadata(meta: dict) -> dict:
 DECODE_DEFAULTS = {"conf": 0.001, "iou": 0.7, "max_det": 300, "multi_label": True}
 
 
+def export_detector(module, example, path: str | Path, *, contract: str, letterbox_spec: LetterboxSpec,
+                    class_names: Sequence[str], input_name: str = "images",
+                    output_names: Sequence[str] = ("output0",), decode: dict | None = None,
+                    opset: int = 17) -> Path:
+    """Every project's ONNX export: ``module`` (already in this file's ``contract``) -> ``path`` with a dynamic
+    batch on the input and every output, stamped by :func:`write_model_metadata`, written atomically.
+
+    The TorchScript exporter (``dynamo=False``: the dynamo one needs onnxscript and ignores ``opset``) traces
+    ``module`` (switched to eval mode, and left there) under ``no_grad`` on ``example`` (one input tensor; its batch size does not matter),
+    with constant folding. Tracer warnings (shape arithmetic turned into constants) are silenced: the parity
+    tests of each project are what says the graph is right. The file appears only when complete (written as
+    ``<name>.tmp.onnx``, renamed), so a killed export never leaves half a model for the evaluator.
+    """
+    import warnings
+
+    import torch
+
+    if contract not in CONTRACTS:
+        raise ValueError(f"contract must be one of {CONTRACTS}, got {contract!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.onnx")
+    axes = {name: {0: "batch"} for name in (input_name, *output_names)}
+    module.eval()   # and it stays so: a wrapper built for the export says nothing about the model's old mode
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), str(tmp), opset_version=opset, dynamo=False,
+                              do_constant_folding=True, input_names=[input_name], output_names=list(output_names),
+                              dynamic_axes=axes)
+        write_model_metadata(tmp, contract, letterbox_spec, list(class_names), decode=decode)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_model_metadata(onnx_path: str | Path, contract: str, letterbox_spec: LetterboxSpec,
                          class_names: Sequence[str], *, decode: dict | None = None) -> None:
     """Stamp ``metadata_props["yolo_common"]`` into an ONNX file, in place.

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import warnings
 from pathlib import Path
 
 import torch
@@ -65,22 +64,13 @@ def input_spec(image_size: tuple[int, int]):
 def export_onnx(model: nn.Module, image_size: tuple[int, int], class_names, path: str | Path, *,
                 opset: int = OPSET, top_k: int = 100) -> Path:
     """Writes ``path`` from ``model`` (patched or not; see the module docstring) with the evaluator metadata."""
-    from yolo_common.onnx_eval import write_model_metadata
+    from yolo_common.onnx_eval import export_detector
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.onnx")
     h, w = (int(v) for v in image_size)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(SetContract(float_model(model)), (torch.zeros(1, 3, h, w),), str(tmp), opset_version=opset,
-                          dynamo=False, do_constant_folding=True, input_names=["pixel_values"],
-                          output_names=["logits", "pred_boxes"],
-                          dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"},
-                                        "pred_boxes": {0: "batch"}})
-    write_model_metadata(tmp, "set", input_spec((h, w)), list(class_names), decode={"conf": 0.0, "max_det": top_k})
-    tmp.replace(path)
-    return path
+    return export_detector(SetContract(float_model(model)), torch.zeros(1, 3, h, w), path, contract="set",
+                           letterbox_spec=input_spec((h, w)), class_names=class_names, input_name="pixel_values",
+                           output_names=("logits", "pred_boxes"), decode={"conf": 0.0, "max_det": top_k},
+                           opset=opset)
 
 
 def load_run(run: str | Path):

@@ -17,7 +17,6 @@ settings (conf, per-class NMS IoU, max detections, multi-label), so ``evaluate_o
 from __future__ import annotations
 
 import argparse
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,25 +62,16 @@ def input_spec(S: int):
 
 def export_onnx(model: nn.Module, meta: dict, path: str | Path, *, opset: int = OPSET) -> Path:
     """Writes ``path`` (dynamic batch) with the evaluator metadata from the checkpoint's ``meta``."""
-    from yolo_common.onnx_eval import write_model_metadata
+    from yolo_common.onnx_eval import export_detector
 
     cfg = meta["config"]
     S, B = int(cfg["S"]), int(cfg["B"])
     size = 64 * S
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.onnx")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(RawContract(model.eval(), B, size), (torch.zeros(1, 3, size, size),), str(tmp),
-                          opset_version=opset, dynamo=False, do_constant_folding=True, input_names=["images"],
-                          output_names=["output0"], dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}})
-    write_model_metadata(tmp, "raw", input_spec(S), list(meta["classes"]),
-                         decode={"conf": float(cfg.get("conf_threshold", 0.005)),
-                                 "iou": float(cfg.get("nms_iou", 0.5)),
-                                 "max_det": int(cfg.get("max_detections", 100)), "multi_label": True})
-    tmp.replace(path)
-    return path
+    return export_detector(RawContract(model.eval(), B, size), torch.zeros(1, 3, size, size), path, contract="raw",
+                           letterbox_spec=input_spec(S), class_names=meta["classes"], opset=opset,
+                           decode={"conf": float(cfg.get("conf_threshold", 0.005)),
+                                   "iou": float(cfg.get("nms_iou", 0.5)),
+                                   "max_det": int(cfg.get("max_detections", 100)), "multi_label": True})
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import torch
@@ -39,24 +38,14 @@ class RawContract(nn.Module):
 
 def export_onnx(model: nn.Module, exp, path: str | Path, class_names, *, opset: int = OPSET) -> Path:
     """Writes ``path`` (dynamic batch, ``exp.test_size`` input) with the evaluator metadata."""
-    from yolo_common.onnx_eval import write_model_metadata
+    from yolo_common.onnx_eval import export_detector
     from yolo_common.preprocess import YOLOX
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     h, w = (int(v) for v in exp.test_size)
-    wrapped = RawContract(model).eval()
-    tmp = path.with_suffix(".tmp.onnx")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")                     # TracerWarnings from the grid's shape arithmetic
-        torch.onnx.export(wrapped, (torch.zeros(1, 3, h, w),), str(tmp), opset_version=opset, dynamo=False,
-                          do_constant_folding=True, input_names=["images"], output_names=["output0"],
-                          dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}})
-    write_model_metadata(tmp, "raw", YOLOX.with_size((h, w)), list(class_names),
-                         decode={"conf": float(exp.test_conf), "iou": float(exp.nmsthre),
-                                 "max_det": int(exp.max_dets), "multi_label": False})
-    tmp.replace(path)                                        # a killed export never leaves half a file
-    return path
+    return export_detector(RawContract(model), torch.zeros(1, 3, h, w), path, contract="raw",
+                           letterbox_spec=YOLOX.with_size((h, w)), class_names=class_names, opset=opset,
+                           decode={"conf": float(exp.test_conf), "iou": float(exp.nmsthre),
+                                   "max_det": int(exp.max_dets), "multi_label": False})
 
 
 def main(argv=None) -> int:

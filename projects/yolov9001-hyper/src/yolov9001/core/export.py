@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from yolo_common.onnx_eval import write_model_metadata
+from yolo_common.onnx_eval import export_detector
 from yolo_common.preprocess import LetterboxSpec
 
 from ..utils.boxes import dist2bbox
@@ -43,15 +43,7 @@ def letterbox_spec(cfg) -> LetterboxSpec:
 
 def export_onnx(model: nn.Module, path: str | Path, cfg, names: list[str], opset: int = 17) -> Path:
     """Writes ``path`` (atomically: temp file then rename) and stamps the metadata; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = RawExport(model).eval().float().cpu()
+    wrapper = RawExport(model).float().cpu()
     x = torch.zeros(1, 3, cfg["imgsz"], cfg["imgsz"])
-    tmp = path.with_name(path.name + ".tmp")
-    with torch.no_grad():
-        torch.onnx.export(wrapper, (x,), str(tmp), opset_version=opset, dynamo=False, do_constant_folding=True,
-                          input_names=["images"], output_names=["output0"],
-                          dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}})
-    write_model_metadata(tmp, "raw", letterbox_spec(cfg), names)
-    tmp.replace(path)
-    return path
+    return export_detector(wrapper, x, path, contract="raw", letterbox_spec=letterbox_spec(cfg), class_names=names,
+                           opset=opset)
