@@ -60,6 +60,11 @@ def test_baseline_run_onnx_score_equals_its_own(tmp_path):
     assert abs(onnx["AP"] - summary["final"]["AP"]) < 0.01 and abs(onnx["AP50"] - summary["final"]["AP50"]) < 0.01
     m = json.loads((tmp_path / "run" / "export" / "onnx_eval" / "metrics.json").read_text())
     assert m["contract"] == "set" and m["num_detections"] == 10 * m["num_images"]     # 10 queries, all kept
+    from PIL import Image
+
+    with Image.open(tmp_path / "run" / "samples" / "val.png") as im:   # GT | ONNX detections, 4 images
+        assert im.format == "PNG" and im.size == (2 * 256, 4 * (256 + 14))
+    assert onnx["samples"] == str(tmp_path / "run" / "samples" / "val.png")
     # AP of a 3-epoch tiny model is ~0 either way: compare the detections themselves. The project's own
     # decode (engine.postprocess) of the float model on the eval loader vs the ONNX evaluator's boxes.
     from yolo_common.checkpoint import load_checkpoint

@@ -7,7 +7,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """``run --preset smoke --data synthetic`` end to end, once (about 40 s on 2 cores); returns the run root."""
+    """``run --preset smoke --data synthetic`` end to end, once (about 4 min on 2 cores: both models train 30
+    epochs, so the learning bound can be checked); returns the run root."""
     from yolov10_qat.cli import main
 
     root = tmp_path_factory.mktemp("smoke") / "run"

@@ -11,11 +11,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_training_survives_images_that_do_not_decode(tmp_path):
-    from yolov10_qat.config import smoke_config
+    from yolov10_qat.config import DEFAULT_HYP, smoke_config
     from yolov10_qat.data import prepare_data
     from yolov10_qat.trainer import build_trainer
 
-    cfg = smoke_config(epochs=1, synthetic_train=8, synthetic_val=4, batch=4).resolve()
+    cfg = smoke_config(epochs=1, synthetic_train=8, synthetic_val=4, batch=4, hyp=str(DEFAULT_HYP)).resolve()
     rd = prepare_data(cfg, tmp_path)
     yolo = rd.dataset_yaml.parent / "data" / "yolo" / "images"
     trainer = build_trainer("fp16", cfg, rd.dataset_yaml, tmp_path / "fp16")

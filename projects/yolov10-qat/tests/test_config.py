@@ -13,7 +13,7 @@ from yolov10_qat.config import PRESET_BUILDERS, RunConfig, load_hyp
 @pytest.mark.parametrize("preset", sorted(PRESET_BUILDERS))
 def test_every_preset_resolves_and_round_trips(preset, tmp_path):
     cfg = PRESET_BUILDERS[preset]().resolve()
-    assert cfg.train_args["optimizer"] == "SGD" and cfg.not_mapped
+    assert cfg.train_args["optimizer"] == {"full": "SGD", "smoke": "AdamW"}[preset] and cfg.not_mapped
     again = RunConfig.load(cfg.save(tmp_path / "run.json"))
     assert again == cfg
 
@@ -22,7 +22,18 @@ def test_presets_are_what_the_issue_says():
     full, smoke = PRESET_BUILDERS["full"](), PRESET_BUILDERS["smoke"]()
     assert (full.model, full.imgsz, full.epochs, full.data) == ("yolov10m.yaml", 640, 300, "coco")
     assert (smoke.model, smoke.imgsz, smoke.data, smoke.device) == ("yolov10n.yaml", 128, "synthetic", "cpu")
-    assert 2 <= smoke.epochs <= 3
+    assert (smoke.epochs, smoke.synthetic_train, smoke.batch) == (30, 192, 16)   # enough to learn (README)
+
+
+def test_smoke_recipe_is_the_scratch_recipe_but_four_documented_keys():
+    from yolov10_qat.config import DEFAULT_HYP, SMOKE_HYP
+
+    full, smoke = load_hyp(DEFAULT_HYP), load_hyp(SMOKE_HYP)
+    changed = {k for k in full["train_args"] if full["train_args"][k] != smoke["train_args"].get(k)}
+    assert changed == {"optimizer", "lr0", "warmup_epochs", "close_mosaic"}
+    assert set(smoke["train_args"]) == set(full["train_args"]) and smoke["not_mapped"] == full["not_mapped"]
+    header = SMOKE_HYP.read_text().split("train_args:")[0]
+    assert all(k in header for k in changed)   # each change is explained in the file
 
 
 def test_recipe_maps_quantized_yolov5_scratch():

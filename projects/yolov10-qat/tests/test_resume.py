@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from yolov10_qat.config import smoke_config
+from yolov10_qat.config import DEFAULT_HYP, smoke_config
 from yolov10_qat.data import prepare_data
 from yolov10_qat.quant import quantized_layers
 from yolov10_qat import safe_ckpt
@@ -22,7 +22,7 @@ def interrupted(tmp_path_factory):
     """A 2-epoch QAT run stopped after its first epoch; the checkpoint it wrote then is kept aside (the copy
     ultralytics leaves at the end has its optimizer stripped, like any finished run)."""
     root = tmp_path_factory.mktemp("resume")
-    cfg = smoke_config(epochs=2, synthetic_train=8, synthetic_val=4, batch=4).resolve()
+    cfg = smoke_config(epochs=2, synthetic_train=8, synthetic_val=4, batch=4, hyp=str(DEFAULT_HYP)).resolve()
     rd = prepare_data(cfg, root)
     trainer = build_trainer("qat", cfg, rd.dataset_yaml, root / "qat-w4a16")
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -91,7 +91,25 @@ def export_and_score(model, cfg: TrainConfig, labels, out: Path, final: dict) ->
     log.info("ONNX (float model, set contract): AP %.4f AP50 %.4f (the run's last eval: AP %.4f AP50 %.4f)",
              m["coco"]["AP"], m["coco"]["AP50"], final["AP"], final["AP50"])
     return {"model": str(path), "AP": m["coco"]["AP"], "AP50": m["coco"]["AP50"],
-            "inference_ms": m["latency"]["inference_ms"]["mean"]}
+            "inference_ms": m["latency"]["inference_ms"]["mean"],
+            "samples": write_samples(out, data, out / "export" / "onnx_eval" / "detections.json")}
+
+
+def write_samples(out: Path, data: Path, detections_json: Path) -> str | None:
+    """``<run>/samples/val.png``: 4 val images, ground truth next to the ONNX export's detections (score >=
+    0.3), drawn by the common helper every project uses. A failure is logged, never fatal."""
+    import json
+
+    from yolo_common.data import load_split
+    from yolo_common.draw import samples_grid
+
+    try:
+        split = load_split(data, "val2017")
+        return samples_grid(split.records, json.loads(detections_json.read_text()), split.categories,
+                            out / "samples" / "val.png", n=4)
+    except (OSError, ValueError) as e:
+        log.warning("samples: not written (%s)", e)
+        return None
 
 
 def run(cfg: TrainConfig) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_HYP = PROJECT_DIR / "configs" / "hyp.scratch.yaml"
+SMOKE_HYP = PROJECT_DIR / "configs" / "hyp.smoke.yaml"   # the scratch recipe with AdamW (its header says why)
 SCHEMES = ("w4", "w4-fl8")
 PRESETS = ("full", "smoke")
 DATA_KINDS = ("coco", "synthetic")
@@ -127,13 +128,13 @@ def full_config(**overrides) -> RunConfig:
 
 
 def smoke_config(**overrides) -> RunConfig:
-    """A few minutes on 2 CPU cores: YOLOv10n, 128 px, 2 epochs, 16/8 synthetic images.
-
-    The recipe is the same file as the full run's; only the size knobs shrink. Warmup is longer than the
-    whole run here (ultralytics caps it to leave the last epoch), so LR and momentum ramp the whole time.
+    """About 4 minutes on 2 CPU cores, and both models learn: YOLOv10n, 128 px, 30 epochs, 192/32 synthetic
+    images, batch 16, with ``configs/hyp.smoke.yaml`` (the scratch recipe with AdamW at 2e-3, a 1-epoch warm-up
+    and close_mosaic 5: SGD at the scratch LR stays near mAP50 0.03 on this little data).
     """
-    base = RunConfig(preset="smoke", data="synthetic", model="yolov10n.yaml", imgsz=128, epochs=2, batch=8,
-                     workers=0, device="cpu", amp=False, providers=("CPUExecutionProvider",))
+    base = RunConfig(preset="smoke", data="synthetic", model="yolov10n.yaml", imgsz=128, epochs=30, batch=16,
+                     synthetic_train=192, synthetic_val=32, hyp=str(SMOKE_HYP), workers=0, device="cpu", amp=False,
+                     providers=("CPUExecutionProvider",))
     return dataclasses.replace(base, **overrides)
 
 
