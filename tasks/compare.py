@@ -10,8 +10,9 @@ a fixed seed: the same generator and classes (circle, square, triangle) as every
 that no smoke trained on. ``--data`` takes a real dataset instead. Writes ``compare.md`` (project, model,
 parameters, input size, AP / AP50 / AP75 / APs / APm / APl, latency mean / p90 at ``--batch``, images/s,
 provider) and ``compare.png`` (AP against latency, one labelled point per model) to ``--out``. A model that
-cannot be scored (a wrong contract, a class list that does not fit the data) is skipped with its reason,
-listed under the table; the exit code is 1 only when nothing could be scored.
+cannot be scored (a wrong contract, a class list that does not fit the data) is skipped with its reason and
+listed under the table, and the others are still scored. Exit code: 0 when every model was scored, 3 when
+some were skipped (the report is still written), 1 when none could be scored, 2 when there was nothing to score.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def synthetic_val(out: Path) -> tuple[Path, str]:
 
 
 def model_label(path: Path) -> str:
-    """``<folder>/<file>``: yolov10-qat's two exports are both ``best.onnx`` (in ``baseline/`` and ``qat/``)."""
+    """``<folder>/<file>``: every smoke export sits in an ``export/`` or ``onnx/`` folder, so the file alone
+    says little; two runs of one project still collide (``compare`` adds ``#2``, ``#3``)."""
     return f"{path.parent.name}/{path.name}"
 
 
@@ -84,14 +86,12 @@ def compare(models: list[Path], data: Path, split: str, out: Path, *, batch: int
     """Scores every model; one that fails is appended to ``skipped`` ({"model", "reason"}) and the rest go on."""
     from yolo_common.onnx_eval import evaluate_onnx
 
-    rows, used = [], set()
+    rows, used = [], {}
     for m in models:
         name = f"{project_of(m)}-{m.parent.name}-{m.stem}"
-        k, unique = 1, name
-        while unique in used:   # the eval folder of each model is its own
-            k += 1
-            unique = f"{name}-{k}"
-        used.add(unique)
+        k = used[name] = used.get(name, 0) + 1
+        unique = name if k == 1 else f"{name}-{k}"    # the eval folder of each model is its own
+        label = model_label(m) if k == 1 else f"{model_label(m)} #{k}"
         try:
             r = evaluate_onnx(m, data, split, out_dir=out / "eval" / unique, batch=batch,
                               providers=("CUDAExecutionProvider", "CPUExecutionProvider"), progress=False)
@@ -103,7 +103,7 @@ def compare(models: list[Path], data: Path, split: str, out: Path, *, batch: int
             continue
         c, lat = r["coco"], r["latency"]
         size = r["letterbox"]["size"]
-        rows.append({"project": project_of(m), "model": model_label(m), "params": onnx_params(m),
+        rows.append({"project": project_of(m), "model": label, "path": str(m), "params": onnx_params(m),
                      "input": "x".join(map(str, size)) if isinstance(size, list) else f"{size}x{size}",
                      **{k: c[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
                      "latency_ms": lat["inference_ms"]["mean"], "latency_p90_ms": lat["inference_ms"]["p90"],
@@ -173,7 +173,9 @@ def main(argv=None) -> int:
     rows = compare(models, data, split, out, batch=a.batch, skipped=skipped)
     write_report(rows, out, str(data), split, batch=a.batch, skipped=skipped)
     print(f"[compare] {len(rows)} models scored, {len(skipped)} skipped -> {out / 'compare.md'}, {out / 'compare.png'}")
-    return 0 if rows else 1
+    if not rows:
+        return 1
+    return 3 if skipped else 0
 
 
 if __name__ == "__main__":

@@ -67,19 +67,20 @@ def test_compare_skips_a_broken_model_and_keeps_same_named_ones_apart(two_models
     finally:
         sys.path.remove(str(REPO / "tasks"))
     _, a, _ = two_models
-    for sub in ("baseline", "qat"):   # yolov10-qat's layout: two best.onnx
-        (tmp_path / "run" / sub).mkdir(parents=True)
-        shutil.copy(a, tmp_path / "run" / sub / "best.onnx")
+    for run in ("run-a", "run-b"):   # two smoke runs of one project: both export/yolox-nano.onnx
+        (tmp_path / run / "export").mkdir(parents=True)
+        shutil.copy(a, tmp_path / run / "export" / "yolox-nano.onnx")
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
-    code = compare.main([str(tmp_path / "run"), str(tmp_path / "broken.onnx"), "--out", str(tmp_path / "cmp"),
-                         "--batch", "2"])
-    assert code == 0
+    code = compare.main([str(tmp_path / "run-a"), str(tmp_path / "run-b"), str(tmp_path / "broken.onnx"),
+                         "--out", str(tmp_path / "cmp"), "--batch", "2"])
+    assert code == 3                                               # scored, but something was skipped
     rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert [r["model"] for r in rows] == ["baseline/best.onnx", "qat/best.onnx"]
+    assert [r["model"] for r in rows] == ["export/yolox-nano.onnx", "export/yolox-nano.onnx #2"]
+    assert [Path(r["path"]).parts[-3] for r in rows] == ["run-a", "run-b"]
     assert rows[0]["AP"] == rows[1]["AP"]                          # the same model, scored twice
     assert len(list((tmp_path / "cmp" / "eval").iterdir())) == 2   # each its own eval folder
     md = (tmp_path / "cmp" / "compare.md").read_text()
-    assert "## Skipped" in md and "broken.onnx" in md and "at batch 2" in md
+    assert "## Skipped" in md and "broken.onnx" in md and "at batch 2" in md and "#2" in md
     assert "skipped" in capsys.readouterr().err
     assert compare.main([str(tmp_path / "broken.onnx"), "--out", str(tmp_path / "cmp2")]) == 1
 

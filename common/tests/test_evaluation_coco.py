@@ -95,6 +95,24 @@ def test_backends_agree_on_random_cases(seed):
     assert np.nanmean(list(fast["per_class"].values())) == pytest.approx(fast["AP"], abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_fast_path_equals_faster_coco_evals_own_loadres(seed):
+    """coco_map builds faster-coco-eval's result set itself (no loadRes polygons): the same 12 stats."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    from yolo_common.evaluation.coco import _prepare_dets, _prepare_gt
+
+    gt, dets = make_case(seed, drop_optional_keys=(seed == 3))
+    quiet = lambda *a, **k: None  # noqa: E731
+    coco_gt = COCO(_prepare_gt(gt), print_function=quiet)
+    ev = COCOeval_faster(coco_gt, coco_gt.loadRes(_prepare_dets(dets, "bbox")), iouType="bbox", print_function=quiet)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    ours = coco_map(gt, dets, backend="faster")
+    assert [ours[k] for k in COCO_STAT_NAMES] == [float(x) for x in ev.stats]
+
+
 def test_backends_agree_on_image_subset():
     gt, dets = make_case(5)
     ids = [im["id"] for im in gt["images"]][::2]

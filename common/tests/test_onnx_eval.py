@@ -529,14 +529,43 @@ def test_export_detector_dynamic_batch_metadata_and_atomic(tmp_path):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert sess.run(None, {"images": np.zeros((3, 3, 32, 32), np.float32)})[0].shape == (3, 6, 16)
 
-    class Broken(Raw):
-        def forward(self, x):
-            raise RuntimeError("boom")
+    # a failure after the graph was written (stamping the metadata): no temp file, the old model untouched
+    from yolo_common import onnx_eval
 
-    with pytest.raises(RuntimeError, match="boom"):
-        export_detector(Broken(), torch.zeros(1, 3, 32, 32), tmp_path / "b" / "x.onnx", contract="raw",
-                        letterbox_spec=spec, class_names=["a", "b"])
-    assert not any((tmp_path / "b").iterdir())                                   # nothing half-written
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.onnx").write_bytes(b"the previous model")
+
+    def fail(*a, **k):
+        assert (tmp_path / "b" / "x.onnx.tmp").is_file()   # the graph is there when this fails
+        raise RuntimeError("boom")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(onnx_eval, "write_model_metadata", fail)
+        with pytest.raises(RuntimeError, match="boom"):
+            export_detector(Raw(), torch.zeros(1, 3, 32, 32), tmp_path / "b" / "x.onnx", contract="raw",
+                            letterbox_spec=spec, class_names=["a", "b"])
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["x.onnx"]
+    assert (tmp_path / "b" / "x.onnx").read_bytes() == b"the previous model"
     with pytest.raises(ValueError, match="contract"):
         export_detector(Raw(), torch.zeros(1, 3, 32, 32), tmp_path / "c.onnx", contract="nms",
                         letterbox_spec=spec, class_names=[])
+
+
+def test_set_model_without_metadata_warns_about_its_preprocessing(tmp_path):
+    """A DETR-style export with no metadata is scored (contract guessed from its two outputs), with a warning:
+    the default letterbox has no mean/std, which a set model was almost surely not trained on."""
+    class TwoOut(torch.nn.Module):
+        def forward(self, x):
+            b = x.shape[0]
+            m = x.mean()
+            return torch.zeros(b, 5, len(CATEGORIES) + 1) + m, torch.full((b, 5, 4), 0.5) + 0 * m
+
+    path = tmp_path / "set.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(TwoOut(), (torch.zeros(1, 3, 64, 64),), str(path), input_names=["images"],
+                          output_names=["logits", "pred_boxes"], opset_version=17, dynamo=False)
+    root = _write_coco(tmp_path / "data", [LANDSCAPE])
+    with pytest.warns(UserWarning, match="set-prediction model without yolo_common metadata"):
+        m = evaluate_onnx(path, root, "val", providers=["CPUExecutionProvider"], warmup=0, progress=False)
+    assert m["contract"] == "set" and m["num_images"] == 1

@@ -127,7 +127,7 @@ def export_detector(module, example, path: str | Path, *, contract: str, letterb
     ``module`` (switched to eval mode, and left there) under ``no_grad`` on ``example`` (one input tensor; its batch size does not matter),
     with constant folding. Tracer warnings (shape arithmetic turned into constants) are silenced: the parity
     tests of each project are what says the graph is right. The file appears only when complete (written as
-    ``<name>.tmp.onnx``, renamed), so a killed export never leaves half a model for the evaluator.
+    ``<name>.onnx.tmp``, renamed), so a killed export never leaves half a model for the evaluator.
     """
     import warnings
 
@@ -137,7 +137,7 @@ def export_detector(module, example, path: str | Path, *, contract: str, letterb
         raise ValueError(f"contract must be one of {CONTRACTS}, got {contract!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.onnx")
+    tmp = path.with_name(path.name + ".tmp")   # not *.onnx: a killed export is never picked up as a model
     axes = {name: {0: "batch"} for name in (input_name, *output_names)}
     module.eval()   # and it stays so: a wrapper built for the export says nothing about the model's old mode
     try:
@@ -665,6 +665,12 @@ def evaluate_onnx(
     multi_label = bool(dec["multi_label"])
     inp = _model_input(sess)
     base_spec = letterbox_spec or meta.get("letterbox")
+    if base_spec is None and (contract == "set" or (contract is None and len(sess.get_outputs()) == 2)):
+        # a DETR-style export without metadata: Ultralytics' letterbox (no mean/std) is almost surely not
+        # what it was trained on, and the AP would just come out low without saying why
+        warnings.warn(f"{model_path}: a set-prediction model without yolo_common metadata; scoring it with "
+                      f"Ultralytics' letterbox. Pass letterbox_spec= (or export with write_model_metadata) for its "
+                      f"own resize and normalisation", stacklevel=2)
     spec = (base_spec or ULTRALYTICS).with_size(_resolve_size(inp.size, imgsz, base_spec))
     rows = _resolve_batch(inp.batch, batch)
 

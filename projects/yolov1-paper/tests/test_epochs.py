@@ -52,7 +52,9 @@ def test_augmentation_and_order_change_every_epoch_with_workers(synthetic_voc, f
 
 
 @pytest.mark.slow
-def test_resumed_detection_run_is_bit_identical(synthetic_voc, tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_resumed_detection_run_is_bit_identical(synthetic_voc, tmp_path, optimizer):
+    """SGD (the paper) and AdamW (the smoke recipe): the optimizer state comes back with the run."""
     from safetensors.torch import load_file
 
     from yolov1 import detection_train
@@ -60,9 +62,10 @@ def test_resumed_detection_run_is_bit_identical(synthetic_voc, tmp_path):
     common = [f"data_root={synthetic_voc}", "train_split=2012:train", "val_split=2012:val", f"output_dir={tmp_path}",
               "verify_images=false", "num_workers=2", "S=2", "hidden=16", "width=0.125", "batch_size=4",
               "lr_milestones=3", "log_every=1", "eval_every=10", "keep_checkpoints=0", "dropout=0.5",
-              "grad_clip_norm=10", "lr=0.001"]
+              "grad_clip_norm=10", "lr=0.001", f"optimizer={optimizer}"]
     whole = detection_train.main([*common, "run_name=whole", "epochs=4"])
     detection_train.main([*common, "run_name=cut", "epochs=2"])
+
     cut = detection_train.main([*common, "run_name=cut", "epochs=4", f"resume_from={tmp_path / 'cut'}"])
     a = load_file(str(whole["run_dir"] / "checkpoints" / "epoch_0003" / "model.safetensors"))
     b = load_file(str(cut["run_dir"] / "checkpoints" / "epoch_0003" / "model.safetensors"))
@@ -73,6 +76,10 @@ def test_resumed_detection_run_is_bit_identical(synthetic_voc, tmp_path):
     assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))     # each step once
     assert {"resp_share_0", "resp_share_1", "dropped_per_image"} <= set(rows[0])
     assert rows[0]["resp_share_0"] + rows[0]["resp_share_1"] == pytest.approx(1.0)
+    other = "adamw" if optimizer == "sgd" else "sgd"
+    with pytest.raises(ValueError, match=f"optimizer={optimizer}"):   # not a bare KeyError from the state dict
+        detection_train.main([*common, f"optimizer={other}", "run_name=cut2", "epochs=4",
+                              f"resume_from={tmp_path / 'cut'}"])
 
 
 def test_darknet_rule_gives_the_closest_box_when_no_iou_is_positive():

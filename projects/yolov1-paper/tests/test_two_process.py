@@ -1,8 +1,7 @@
 """Two CPU processes through accelerate (gloo): the evaluation gathers every validation image exactly once
 (6 images over 2 ranks x batch 4 needs padding that gather_for_metrics must drop), the logs are written
 once, and extract_backbone reads the 2-process checkpoint. Each rank loads with 2 DataLoader workers, as a real
-run does (the epoch reaches persistent workers through shared memory; the single-process tests check that
-the draws then change per epoch)."""
+run does (that the draws change per epoch in workers is checked by the single-process tests)."""
 
 from __future__ import annotations
 

@@ -100,8 +100,9 @@ def _run_faster(gt: dict, dets: list[dict], iou_type: str, img_ids, verbose: boo
     coco_gt = COCO(gt, print_function=say)
     if iou_type == "bbox" and dets:
         # loadRes' work for boxes without its per-result polygon: ``dets`` are already this call's own copies
-        # (``_prepare_dets``), so id / area / iscrowd go straight in. 0.39 -> 0.11 s for 52k results, the
-        # same 12 stats (tests/test_evaluation: against loadRes and against pycocotools).
+        # (``_prepare_dets``), so id / area / iscrowd go straight in (a bbox evaluation never reads the
+        # polygon). 0.40 -> 0.30 s end to end for 40k results, the same 12 stats (test_evaluation_coco.py:
+        # against faster-coco-eval's own loadRes, and against pycocotools).
         for k, d in enumerate(dets):
             d["id"], d["area"], d["iscrowd"] = k + 1, d["bbox"][2] * d["bbox"][3], 0
         coco_dt = COCO(print_function=say)

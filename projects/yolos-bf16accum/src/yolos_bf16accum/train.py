@@ -107,8 +107,8 @@ def write_samples(out: Path, data: Path, detections_json: Path) -> str | None:
         split = load_split(data, "val2017")
         return samples_grid(split.records, json.loads(detections_json.read_text()), split.categories,
                             out / "samples" / "val.png", n=4)
-    except (OSError, ValueError) as e:
-        log.warning("samples: not written (%s)", e)
+    except Exception as e:  # pictures are a by-product: never lose the run summary over them
+        log.warning("samples: not written (%s: %s)", type(e).__name__, e)
         return None
 
 

@@ -73,8 +73,12 @@ def _train(cfg: DetectionConfig, accelerator, run, run_dir, seed: int) -> dict:
     first_epoch, step = 0, 0
     if cfg.resume_from:
         ckpt = resolve_checkpoint(cfg.resume_from)
-        accelerator.load_state(str(ckpt))
         meta = read_meta(ckpt)
+        saved = (meta.get("config") or {}).get("optimizer", "sgd")
+        if saved != cfg.optimizer:   # an AdamW state in SGD (or back) fails later with a bare KeyError
+            raise ValueError(f"{ckpt} was trained with optimizer={saved}; resume with optimizer={saved} "
+                             f"(this run has optimizer={cfg.optimizer})")
+        accelerator.load_state(str(ckpt))
         first_epoch, step = int(meta.get("epoch", -1)) + 1, int(meta.get("step", 0))
         accelerator.print(f"resumed from {ckpt} at epoch {first_epoch}")
 

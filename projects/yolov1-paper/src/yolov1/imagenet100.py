@@ -171,7 +171,7 @@ class ImageFolderDataset(Dataset):
         try:
             img = open_rgb(path)
         except OSError as e:  # counted and skipped by SkipUnreadable (training.make_loader)
-            raise UnreadableImage(f"{path}: cannot decode image ({e})") from e
+            raise UnreadableImage(str(e)) from e   # open_rgb's message already names the file
         return self.transform(img), label
 
     def describe(self, i: int) -> str:

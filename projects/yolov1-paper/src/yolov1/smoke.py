@@ -15,7 +15,7 @@ the full 448 px, 272M-parameter model takes seconds per image on a CPU.
 deviation was measured on this set (README, "Measured"):
 
 - ``batch_norm=true`` in both stages. Without it, pretraining stays at chance (top-1 0.19 of 3 classes)
-  and the detector never learns the classes. With it, pretraining reaches top-1 0.81-0.87 in 10 epochs.
+  and the detector never learns the classes. With it, pretraining reaches top-1 0.76-0.87 in 10 epochs.
 - pretraining: SGD at the paper's LR with ``grad_clip_norm=10``, which the BN-free net needed not to diverge.
 - detection: AdamW, LR 1e-3, decoupled weight decay 0.05, no dropout, and no clipping. SGD at 1e-2 diverges
   without the clip, and with it fits the boxes but not the classes in 750 steps (VOC07 mAP 0.003-0.007).

@@ -113,7 +113,7 @@ class VOCDetection(Dataset):
             img = open_rgb(r.path)
         except OSError as e:  # open_rgb turns every decoder failure into an OSError naming the file
             # UnreadableImage: the loaders' SkipUnreadable counts and skips it (see training.make_loader)
-            raise UnreadableImage(f"{r.path}: cannot decode image ({e})") from e
+            raise UnreadableImage(str(e)) from e   # open_rgb's message already names the file
         keep = np.ones(len(r), bool) if self.use_difficult else ~r.difficult
         labels = np.array([self.index[i][int(c)] for c in r.category_ids[keep]], np.int64)
         return img, r.boxes[keep], labels
