@@ -119,3 +119,38 @@ def test_unknown_scheme_and_layer_are_refused(float_model):
         layer_bits(float_model, "w3")
     with pytest.raises(ValueError, match="not float nn.Conv2d"):
         quantize_model(deepcopy(float_model), {"model.0.nope": 4})
+
+
+def test_quant_report_columns_levels_and_errors_match_the_tensors(quantized, tmp_path):
+    """quant_report.csv: one row per quantized conv; its level counts, MSE and scales recomputed here from the
+    layer's own tensors; the five worst by relative MSE; a PNG."""
+    from brevitas.nn import QuantConv2d
+    from PIL import Image
+
+    from yolov10_qat.quant_report import COLUMNS, read_report, write_quant_report
+
+    scheme, model, bits = quantized
+    rep = write_quant_report(model, tmp_path, title=scheme)
+    rows = read_report(rep["csv"])
+    assert list(rows[0]) == COLUMNS and [r["layer"] for r in rows] == list(bits)
+    assert {r["layer"]: r["bits"] for r in rows} == bits
+    for r in rows[::17] + [rows[-1]]:       # a spread of layers, checked against the tensors directly
+        layer = model.get_submodule(r["layer"])
+        assert isinstance(layer, QuantConv2d)
+        with torch.no_grad():
+            qw = layer.quant_weight()
+            err = qw.value - layer.weight
+        codes = integer_codes(layer, qw).flatten(1)
+        per_channel = torch.tensor([len(torch.unique(c)) for c in codes])
+        assert (r["levels_min"], r["levels_max"]) == (int(per_channel.min()), int(per_channel.max()))
+        assert r["levels_max"] <= r["grid_levels"] == 2 ** r["bits"] - 1
+        assert r["mse"] == pytest.approx(float(err.pow(2).mean()), rel=1e-4)
+        assert r["max_abs_err"] == pytest.approx(float(err.abs().max()), rel=1e-4)
+        assert r["scale_min"] == pytest.approx(float(qw.scale.min()), rel=1e-4)
+    ranked = sorted(rows, key=lambda r: -r["rel_mse"])[:5]
+    assert [w["layer"] for w in rep["worst"]] == [r["layer"] for r in ranked]
+    if scheme == "w4-fl8":   # 8-bit layers keep far more of their weight than 4-bit ones
+        by_bits = {b: [r["rel_mse"] for r in rows if r["bits"] == b] for b in (4, 8)}
+        assert max(by_bits[8]) < min(by_bits[4])
+    with Image.open(rep["png"]) as im:
+        assert im.format == "PNG" and im.size[0] >= 800

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.slow
 CONTRACT = [
     "run.json", "state.json", "dataset.yaml", "provenance.json", "summary.md",
     "baseline-coco/metrics.json", "qat-w4a16-coco/metrics.json", "samples/baseline.png", "samples/qat.png",
+    "qat-w4a16/quant_report.csv", "qat-w4a16/quant_report.png",
     *[f"{m}/{f}" for m in ("fp16", "qat-w4a16")
       for f in ("args.yaml", "config.json", "curves/loss.csv", "curves/loss.png", "weights/best.pt",
                 "weights/last.pt", "weights/best.safe.pt", "weights/last.safe.pt", "weights/checksums.json",
@@ -71,7 +72,8 @@ def test_summary_tables(smoke_run):
     text = (smoke_run / "summary.md").read_text()
     for needle in ("| AP ", "| AP50 ", "| APl ", "diff (qat - baseline)", "CPUExecutionProvider", "p90 ms",
                    "Scheme `w4`", "107 quantized convs", "'QuantizeLinear': 83", "train2017 (train)", "lr0",
-                   "fp16/tb", "qat-w4a16/curves/loss.png", "samples/baseline.png", "samples/qat.png"):
+                   "fp16/tb", "qat-w4a16/curves/loss.png", "samples/baseline.png", "samples/qat.png",
+                   "Per-layer quantization (QAT model)", "qat-w4a16/quant_report.csv", "(107 layers)"):
         assert needle in text, needle
 
 

@@ -170,6 +170,18 @@ class Run:
         self.mark("eval", metrics={k: str(self.root / EVAL_DIRS[k] / "metrics.json") for k in results})
         return results
 
+    def quant_report(self) -> dict:
+        """``qat-w4a16/quant_report.{csv,png}`` from the QAT model's best checkpoint (``quant_report.py``)."""
+        from .quant_report import write_quant_report
+        from .trainer import load_qat_checkpoint
+
+        model, _ = load_qat_checkpoint(self.root / TRAIN_DIRS["qat"] / "weights" / "best.pt",
+                                       trust=self.trust_checkpoint)
+        rep = write_quant_report(model, self.root / TRAIN_DIRS["qat"], title=f"QAT {self.cfg.scheme}")
+        _log(f"quant report: {rep['csv']} (largest relative error: {rep['worst'][0]['layer']})")
+        self.mark("quant_report", quant_report=rep)
+        return rep
+
     def summary(self) -> Path:
         from .report import write_summary
 
@@ -187,6 +199,8 @@ class Run:
             self.export()
         if not self.done("eval"):
             self.evaluate()
+        if not self.done("quant_report"):
+            self.quant_report()
         path = self.summary()
         _log(f"done: {path}")
         return path

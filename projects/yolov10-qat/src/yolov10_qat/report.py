@@ -85,7 +85,24 @@ def write_summary(run_root: str | Path) -> Path:
          or "none"),
         ("COCO AP (ONNX Runtime, same images for both)", ap_rows(base, qat)),
         ("Latency (per image, ONNX Runtime)", latency_rows(base, qat)),
+        ("Per-layer quantization (QAT model)", quant_section(root, state)),
     ]
     path = root / "summary.md"
     path.write_text(format_summary(sections, title=f"yolov10-qat run {root.name}", floatfmt=".4f"), encoding="utf-8")
     return path
+
+
+def quant_section(root: Path, state: dict):
+    """The link to ``qat-w4a16/quant_report.{csv,png}`` and its five layers with the largest relative error."""
+    rep = state.get("quant_report")
+    if not rep:
+        return "not written (the quant_report step has not run)"
+    rows = [{"layer": w["layer"], "bits": w["bits"], "rel. MSE": w["rel_mse"], "levels min / median":
+             f"{w['levels_min']} / {w['levels_median']:g}"} for w in rep["worst"]]
+    link = ("[qat-w4a16/quant_report.csv](qat-w4a16/quant_report.csv) and "
+            "[qat-w4a16/quant_report.png](qat-w4a16/quant_report.png): every quantized conv's bits, levels used per "
+            "channel, weight MSE / max error of the fake-quantized weight against its latent fp32 weight, scale "
+            f"range ({rep['layers']} layers). The five with the largest relative MSE:")
+    from yolo_common.runlog import markdown_table
+
+    return link + "\n\n" + markdown_table(rows, floatfmt=".3g")
