@@ -37,7 +37,37 @@ def test_every_artifact_of_the_contract(smoke_run):
         for f in ("best.pt", "last.pt"):
             assert safe_ckpt.recorded(smoke_run / m / "weights" / f)["finished"] is True
     onnx = sorted(p.name for p in (smoke_run / "onnx").glob("*.onnx"))
-    assert onnx == ["yolov10n-baseline-128.onnx", "yolov10n-qat-w4-qcdq-128.onnx"]  # scheme in the file name
+    assert onnx == ["yolov10n-baseline-128.onnx", "yolov10n-qat-w4-folded-128.onnx", "yolov10n-qat-w4-int4-128.onnx",
+                    "yolov10n-qat-w4-qcdq-128.onnx"]  # scheme in the file name
+
+
+def test_int4_and_folded_files_compute_what_the_qcdq_file_does(smoke_run):
+    """INT4 (opset 21) equals QCDQ bit for bit; folded float equals it up to conv rounding (compared as detection
+    sets: the e2e output is a top-k, so a 1e-7 score difference can swap two rows); INT4 is < 1/4 the size."""
+    import onnx
+    import onnxruntime as ort
+
+    from yolov10_qat.int4 import int4_weights
+
+    d = smoke_run / "onnx"
+    qcdq, int4, folded = (d / f"yolov10n-qat-w4-{k}-128.onnx" for k in ("qcdq", "int4", "folded"))
+    n_chains = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(qcdq)).graph.node)
+    assert int4_weights(int4) == 2 * n_chains == 166                    # codes + zero point per chain
+    assert onnx.load(str(int4)).opset_import[0].version == 21
+    assert not any(n.op_type in ("QuantizeLinear", "Clip") for n in onnx.load(str(folded)).graph.node)
+    assert int4.stat().st_size < qcdq.stat().st_size / 4
+    x = np.random.default_rng(3).random((2, 3, 128, 128), dtype=np.float32)
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]  # noqa: E731
+    ref = run(qcdq)
+    np.testing.assert_array_equal(run(int4), ref)
+    got = run(folded)
+    for k in range(len(x)):
+        np.testing.assert_allclose(np.sort(got[k, :, 4]), np.sort(ref[k, :, 4]), atol=1e-5)
+        for row in got[k][got[k, :, 4] > 0.01]:      # every confident detection is in the QCDQ output
+            same = ref[k][ref[k, :, 5] == row[5]]
+            assert np.abs(same[:, :5] - row[:5]).sum(1).min() < 1e-3
+    text = (smoke_run / "summary.md").read_text()
+    assert "Model files" in text and "yolov10n-qat-w4-int4-128.onnx" in text
 
 
 def test_metrics_are_finite_and_comparable(smoke_run):

@@ -149,8 +149,22 @@ class Run:
                               rd.class_names, opset=self.cfg.opset, trust=self.trust_checkpoint)
             out[kind] = path
         counts = count_qcdq(out["qat"])
-        self.mark("export", onnx={k: str(v) for k, v in out.items()}, qcdq=counts)
+        files = self.deploy_files(out)
+        self.mark("export", onnx={k: str(v) for k, v in out.items()}, qcdq=counts, files=files)
         return out
+
+    def deploy_files(self, out: dict[str, Path]) -> dict[str, dict]:
+        """The QCDQ file as INT4 (opset 21) and as folded float (``int4.py``), and the size on disk and batch-1
+        CPU latency of all four files, for the summary's "Model files" table."""
+        from .int4 import latency_ms, to_folded, to_int4
+
+        qcdq = out["qat"]
+        paths = {"baseline (fp32)": out["baseline"], "QAT QCDQ": qcdq,
+                 "QAT INT4": to_int4(qcdq, qcdq.with_name(qcdq.name.replace("-qcdq-", "-int4-"))),
+                 "QAT folded float": to_folded(qcdq, qcdq.with_name(qcdq.name.replace("-qcdq-", "-folded-")))}
+        _log(f"export qat int4 -> {paths['QAT INT4']}, folded -> {paths['QAT folded float']}")
+        return {k: {"path": str(v), "bytes": v.stat().st_size, "latency_ms": latency_ms(v, self.cfg.imgsz)}
+                for k, v in paths.items()}
 
     def evaluate(self) -> dict[str, dict]:
         from yolo_common.onnx_eval import evaluate_onnx, summary_table

@@ -85,6 +85,7 @@ def write_summary(run_root: str | Path) -> Path:
          or "none"),
         ("COCO AP (ONNX Runtime, same images for both)", ap_rows(base, qat)),
         ("Latency (per image, ONNX Runtime)", latency_rows(base, qat)),
+        ("Model files (size on disk; latency: session.run, batch 1, CPU EP, one random input)", file_rows(state)),
         ("Per-layer quantization (QAT model)", quant_section(root, state)),
     ]
     path = root / "summary.md"
@@ -106,3 +107,15 @@ def quant_section(root: Path, state: dict):
     from yolo_common.runlog import markdown_table
 
     return link + "\n\n" + markdown_table(rows, floatfmt=".3g")
+
+
+def file_rows(state: dict):
+    """fp32 / QCDQ / INT4 / folded: what each file is, its size and its speed (``Run.deploy_files``)."""
+    what = {"baseline (fp32)": "the float model", "QAT QCDQ": "Brevitas export: fp32 weights, Q -> Clip -> DQ at run time",
+            "QAT INT4": "INT4 weight initializers + DequantizeLinear (opset 21); outputs = QCDQ's",
+            "QAT folded float": "dequantized weights as fp32 constants (deploy); outputs = QCDQ's up to rounding"}
+    files = state.get("files")
+    if not files:
+        return "not written (the export step has not run)"
+    return [{"file": Path(v["path"]).name, "what": what.get(k, k), "MB": v["bytes"] / 1e6,
+             "latency ms": v["latency_ms"]} for k, v in files.items()]
