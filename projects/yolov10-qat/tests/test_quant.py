@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from copy import deepcopy
 
 import pytest
@@ -133,6 +134,7 @@ def test_quant_report_columns_levels_and_errors_match_the_tensors(quantized, tmp
     rep = write_quant_report(model, tmp_path, title=scheme)
     rows = read_report(rep["csv"])
     assert list(rows[0]) == COLUMNS and [r["layer"] for r in rows] == list(bits)
+    assert all(math.isfinite(r[c]) for r in rows for c in COLUMNS if c != "layer")
     assert {r["layer"]: r["bits"] for r in rows} == bits
     for r in rows[::17] + [rows[-1]]:       # a spread of layers, checked against the tensors directly
         layer = model.get_submodule(r["layer"])

@@ -4,7 +4,6 @@ path's boxes for the same seed, through workers and the prefetcher too."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -256,4 +255,28 @@ def test_config_refuses_a_zero_buffer_depth():
 
     with pytest.raises(ConfigError, match="buffer_depth"):
         get_config(hyp={"buffer_depth": 0})
-    assert dataclasses.replace(get_config(), gpu_collate=True).gpu_collate
+
+
+def test_device_collate_with_empty_targets_and_degenerate_matrices():
+    """Images without boxes, a collapsed scale (near-singular matrix) and a perspective that puts corners behind
+    the camera: finite pixels (pad where nothing maps), boxes dropped rather than NaN, the same as the CPU rule."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    m_ok = np.eye(3)
+    m_tiny = np.diag([1e-9, 1e-9, 1.0])                 # everything shrinks to a point
+    m_behind = np.array([[1.0, 0, 0], [0, 1, 0], [-0.05, 0, 1]])   # w <= 0 for x >= 20
+    items = []
+    for m, boxes in ((m_ok, np.zeros((0, 4), np.float32)), (m_tiny, np.array([[5, 5, 40, 30]], np.float32)),
+                     (m_behind, np.array([[2, 2, 10, 10], [30, 5, 60, 40]], np.float32))):
+        t = torch.cat((torch.zeros(len(boxes), 1), torch.from_numpy(boxes)), 1) if len(boxes) else torch.zeros(0, 5)
+        items.append((torch.from_numpy(img.copy()), t, {"index": 0, "device": {"matrix": m, "hsv": (0.01, 1.2, 0.8),
+                                                                            "filter": (0.25, 2.0)}}))
+    x, t, _ = DeviceCollate(S, 114, "cpu")(pack_collate(items))
+    assert torch.isfinite(x).all() and x.shape == (3, 3, S, S)
+    assert torch.isfinite(t).all()
+    assert (x[1].max() - x[1].min()) * 255 < 1.0         # the collapsed image: all (grey, jittered) border
+    assert t[:, 0].tolist() == [2.0]                    # sample 0 had none, sample 1's box vanished,
+    b = t[0, 2:].numpy()                                # sample 2 keeps only the box in front of the camera
+    ref, _ = A.filter_boxes(A.warp_boxes(np.array([[2, 2, 10, 10]], np.float32), m_behind), np.zeros(1, np.int64),
+                            S, S, 0.25, 2.0)
+    np.testing.assert_allclose(b, ref[0], atol=1e-3)

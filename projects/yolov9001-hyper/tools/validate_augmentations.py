@@ -304,10 +304,10 @@ def full_pipeline(args, base, device, rows: list[dict]) -> int:
 
 
 def print_table(rows: list[dict], keys: list[str]) -> None:
-    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
-    print("  ".join(k.ljust(widths[k]) for k in keys))
-    for r in rows:
-        print("  ".join(str(r[k]).ljust(widths[k]) for k in keys))
+    """The common Markdown table (the same one summary.md files use), on stdout."""
+    from yolo_common.runlog import markdown_table
+
+    print(markdown_table(rows, headers=keys, floatfmt=".4g"))
 
 
 def main(argv=None) -> int:

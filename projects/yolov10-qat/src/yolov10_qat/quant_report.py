@@ -16,7 +16,6 @@ The summary names the five layers with the largest ``rel_mse``. Cost: one ``quan
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 import torch
@@ -112,6 +111,3 @@ def read_report(path: str | Path) -> list[dict]:
                         for k in COLUMNS})
         return out
 
-
-def is_finite_report(rows: list[dict]) -> bool:
-    return all(math.isfinite(r[c]) for r in rows for c in COLUMNS if c != "layer")

@@ -61,6 +61,7 @@ class DetectionDataset(Dataset):
         self.split, self.cfg, self.imgsz, self.augment, self.seed = split, cfg, imgsz, augment, seed
         self.device_mode = device_mode
         self.colour = True   # False: HSV gains are drawn (same random stream) but not applied (box-mask runs)
+        self._times = {"load": 0.0, "letterbox": 0.0}   # this process's per-sample timings (reset per item)
         self.records = split.records
         index = split.category_id_to_index
         # Model class k = split.categories[k]; crowd boxes are not trained on (COCO eval ignores them).
@@ -107,8 +108,7 @@ class DetectionDataset(Dataset):
         return img, boxes * np.array([f[0], f[1], f[0], f[1]], np.float32), cls
 
     def _tick(self, key: str, t0: float) -> None:
-        if hasattr(self, "_times"):
-            self._times[key] += (time.perf_counter() - t0) * 1e3
+        self._times[key] += (time.perf_counter() - t0) * 1e3
 
     def _plain(self, i: int) -> tuple[A.Sample, tuple[int, int]]:
         img, boxes, cls = self.load(i)
