@@ -78,3 +78,85 @@ def test_emulation_ignores_autocast():
 def test_bad_chunk_is_a_clear_error(bad):
     with pytest.raises(ValueError, match="accum_chunk"):
         bf16acc_matmul(torch.ones(2, 2), torch.ones(2, 2), bad)
+
+
+# ---- the fast paths are the definition --------------------------------------------------------------
+
+from yolos_bf16accum import fastpath  # noqa: E402
+from yolos_bf16accum.emulation import accum_matmul, path_for  # noqa: E402
+from yolos_bf16accum.spec import AccumSpec  # noqa: E402
+
+FAST_SPECS = [AccumSpec(1), AccumSpec(32), AccumSpec(16), AccumSpec(64), AccumSpec(7),
+              AccumSpec(32, acc="fp16"), AccumSpec(16, acc="e5m2", rounding="rtz"), AccumSpec(32, rounding="sr", seed=4),
+              AccumSpec(32, acc="fp32"), AccumSpec(1, bias="init"), AccumSpec(32, bias="init"),
+              AccumSpec(16, acc="e6m7", operands="fp16", bias="init")]
+
+
+def int_bits(t):
+    return (t.float() + 0.0).view(torch.int32)
+
+
+@pytest.mark.parametrize("spec", FAST_SPECS, ids=lambda s: s.label)
+def test_fast_paths_equal_the_loop(spec):
+    g = torch.Generator().manual_seed(spec.chunk)
+    a = torch.randn(3, 40, 200, generator=g) * torch.exp2(torch.randint(-8, 8, (3, 40, 1), generator=g).float())
+    b = torch.randn(200, 24, generator=g)
+    a[0, 0] = 0.0                                    # an all-zero row
+    bias = torch.randn(24, generator=g) if spec.bias == "init" else None
+    path = path_for(spec, 3, 40, 200, 24)
+    assert path == ("addcmul-bf16" if spec.chunk == 1 and spec.is_seed_default else "loop" if spec.chunk == 1 else "bmm")
+    fast = accum_matmul(a, b, spec, bias_init=bias)
+    exact = accum_matmul(a, b, spec, bias_init=bias, prefer="loop")
+    assert torch.equal(int_bits(fast), int_bits(exact))
+    assert fast.dtype == (torch.bfloat16 if spec.acc == "bf16" else torch.float32)
+
+
+def test_probe_rejects_a_blas_that_sums_out_of_order(monkeypatch):
+    """A chunk sum in any other order (here: reversed k) fails the probe, the loop runs, and the result is
+    still the definition's."""
+    def reversed_sum(a, b, k0, chunk, out=None):
+        at = a[:, :, k0:k0 + chunk].flip(-1).transpose(1, 2).contiguous()
+        bb = b[:, k0:k0 + chunk].flip(1)
+        return fastpath.k_order_sum(at, bb, 0, at.shape[1]) if out is None else out.copy_(
+            fastpath.k_order_sum(at, bb, 0, at.shape[1]))
+
+    monkeypatch.setattr(fastpath, "PROBES", {})
+    monkeypatch.setattr(fastpath, "chunk_sum", reversed_sum)
+    g = torch.Generator().manual_seed(9)
+    a, b = torch.randn(16, 96, generator=g), torch.randn(96, 8, generator=g)
+    assert path_for(32, 1, 16, 96, 8) == "loop"
+    assert list(fastpath.PROBES.values()) == [False]
+    assert torch.equal(int_bits(accum_matmul(a, b, 32)), int_bits(accum_matmul(a, b, 32, prefer="loop")))
+
+
+def test_probe_passes_on_this_blas_and_is_cached(monkeypatch):
+    monkeypatch.setattr(fastpath, "PROBES", {})
+    assert fastpath.bmm_is_k_order(1, 64, 48, 192, 32, "cpu")
+    assert fastpath.bmm_is_k_order(1, 64, 48, 192, 32, "cpu")
+    assert len(fastpath.PROBES) == 1
+
+
+def test_bias_init_starts_the_sum_and_differs_from_the_epilogue():
+    """init: s0 = RN(bias) and every chunk rounds on top of it; epilogue: one rounding of sum + bias."""
+    from yolos_bf16accum.emulation import accum_linear
+
+    x = torch.full((1, 64), 1.0)
+    w = torch.full((1, 64), 1.0)
+    bias = torch.tensor([256.0])
+    init = accum_linear(x, w, bias, AccumSpec(1, bias="init")).item()
+    epi = accum_linear(x, w, bias, AccumSpec(1, bias="epilogue")).item()
+    assert init == 256.0      # 256 + 1 rounds back to 256 at every product: the bias swamps the sum
+    assert epi == 320.0       # 64 exact, then 64 + 256 in one rounding
+
+
+def test_narrow_accumulators_are_less_accurate_than_wider_ones():
+    """Error vs a float64 reference, per-MAC, K = 768: e5m2 >> bf16 > fp16 > e6m12-ish; chunking helps each."""
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(32, 768, generator=g), torch.randn(768, 32, generator=g)
+    ref = reference_matmul_fp64(a, b)
+    err = {f: rel_err(accum_matmul(a, b, AccumSpec(1, acc=f)), ref) for f in ("e5m2", "bf16", "fp16", "e8m12")}
+    assert err["e5m2"] > err["bf16"] > err["fp16"] > err["e8m12"]
+    assert rel_err(accum_matmul(a, b, AccumSpec(32, acc="fp16")), ref) < err["fp16"]
+    sr = rel_err(accum_matmul(a, b, AccumSpec(1, rounding="sr")), ref)
+    rtz = rel_err(accum_matmul(a, b, AccumSpec(1, rounding="rtz")), ref)
+    assert rtz > err["bf16"] and sr < rtz     # truncation is biased; SR is not

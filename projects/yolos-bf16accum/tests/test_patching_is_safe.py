@@ -48,7 +48,7 @@ def test_adamw_steps_after_patching_mid_training(tiny_model, tiny_batch):
 def test_unpatch_restores_plain_modules(tiny_model):
     patch_all(tiny_model)
     apply_patch_state(tiny_model, {})
-    assert count_patched(tiny_model) == {"linears": 0, "attention": 0}
+    assert count_patched(tiny_model) == {"linears": 0, "attention": 0, "convs": 0}
     assert all(type(m) is nn.Linear for m in tiny_model.modules() if isinstance(m, nn.Linear))
 
 
@@ -74,7 +74,7 @@ def test_per_block_attention_flags(tiny_model):
     apply_patch_state(tiny_model, {"attn": [1, 2]}, accum_chunk=32)
     flags = [getattr(l.attention.attention, "bf16acc_chunk", None) for l in encoder_blocks(tiny_model)]
     assert flags == [None, 32, 32, None]
-    assert count_patched(tiny_model) == {"linears": 2, "attention": 2}
+    assert count_patched(tiny_model) == {"linears": 2, "attention": 2, "convs": 0}
 
 
 def test_attention_off_is_plain_sdpa(tiny_model, tiny_batch):

@@ -66,7 +66,7 @@ def test_ramp_on_a_model_ends_fully_patched(tiny_model):
     install_attention_function(tiny_model)
     counts = [apply_patch_state(tiny_model, s.state_at(step), accum_chunk=16)["linears"] for step in range(10)]
     assert counts[0] == 0 and counts == sorted(counts)
-    assert count_patched(tiny_model) == {"linears": 6 * n + 6, "attention": n}
+    assert count_patched(tiny_model) == {"linears": 6 * n + 6, "attention": n, "convs": 0}
 
 
 def test_bad_schedule_arguments():

@@ -32,7 +32,7 @@ def test_baseline_step_updates_every_trainable_tensor(tiny_model, tiny_batch):
 def test_patched_step_has_gradients_everywhere(tiny_model, tiny_batch, precision):
     counts = patch_all(tiny_model, accum_chunk=16, backend="emulation")
     n = len(encoder_blocks(tiny_model))
-    assert counts == {"linears": 6 * n + 6, "attention": n}
+    assert counts == {"linears": 6 * n + 6, "attention": n, "convs": 0}
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else None
     out, changed = _step(tiny_model, tiny_batch, ctx)
     assert count_patched(tiny_model)["linears"] == 6 * n + 6

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from yolos_bf16accum.emulation import bf16acc_matmul
+from yolos_bf16accum.emulation import accum_matmul, bf16acc_matmul
+from yolos_bf16accum.spec import AccumSpec
 
 triton = pytest.importorskip("triton")
-from yolos_bf16accum.triton_kernels import triton_bf16acc_matmul  # noqa: E402
+from yolos_bf16accum.triton_kernels import triton_accum_matmul, triton_bf16acc_matmul  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -124,7 +125,9 @@ def test_kernel_equals_emulation_on_subnormals_and_specials():
                              [float("nan"), 1.0, 1.0, 1.0], [1e-38, 1e-38, 0.5, 2.0]]).bfloat16()
     for x, y in ((a, b), (a, b.T.contiguous()), (specials, specials.T.contiguous()), (specials, a)):
         for chunk in (1, 4):
-            ref = bf16acc_matmul(x, y, chunk)
+            # the definition (the loop): the fast paths may differ from it in the sign of a zero when the
+            # running sum underflows to -0, which subnormal operands (outside the exact range) provoke
+            ref = accum_matmul(x, y, chunk, prefer="loop")
             out = triton_bf16acc_matmul(x, y, chunk, interpret=True)
             # NaN where the definition has NaN (as the kernel's quiet NaN); the same bits everywhere else
             assert torch.equal(out.isnan(), ref.isnan()), (chunk, out, ref)
@@ -144,3 +147,98 @@ def test_kernel_equals_emulation_at_the_edges_of_the_exact_product_range():
         ref = bf16acc_matmul(a, b, chunk)
         out = triton_bf16acc_matmul(a, b, chunk, interpret=True)
         assert torch.equal(out.view(torch.int16), ref.view(torch.int16)), chunk
+
+
+# ---- every format, mode and chunk: one rounding definition, two implementations ----------------------
+
+SPECS = [AccumSpec(chunk=c, acc=f, rounding=m, seed=11)
+         for f in ("bf16", "fp16", "e5m2", "e4m3fn", "e6m7") for m in ("rne", "rtz", "sr") for c in (1, 16)]
+SPECS += [AccumSpec(chunk=8, operands="fp16", acc="fp16", bias="init"),
+          AccumSpec(chunk=4, operands="e4m3fn", acc="e5m2", rounding="sr", bias="init", seed=-3),
+          AccumSpec(chunk=16, acc="fp32")]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.label)
+def test_interpreter_kernel_equals_emulation_for_every_format_mode_and_chunk(spec):
+    g = torch.Generator().manual_seed(spec.chunk * 7 + len(spec.label))
+    a = torch.randn(2, 9, 37, generator=g)            # K = 37: a short last chunk
+    b = torch.randn(37, 12, generator=g) * 4
+    bias = torch.randn(12, generator=g) if spec.bias == "init" else None
+    got = triton_accum_matmul(a, b, spec, bias_init=bias, interpret=True)
+    for prefer in ("auto", "loop"):
+        want = accum_matmul(a, b, spec, bias_init=bias, prefer=prefer)
+        assert got.dtype == want.dtype and got.shape == want.shape == (2, 9, 12)
+        assert torch.equal(bits(got), bits(want)), (spec.label, prefer)
+
+
+@pytest.mark.parametrize("mode", ["rne", "rtz", "sr"])
+@pytest.mark.parametrize("name", ["bf16", "fp16", "e5m2", "e4m3fn", "e6m7", "e3m2"])
+def test_kernel_rounding_equals_the_torch_definition(name, mode):
+    """``_round_bits`` (Triton, int64) vs ``formats.round_bits`` (torch) on 4,000 stress patterns: every
+    binade of the format and beyond, ties, specials, with the same random bits."""
+    from yolos_bf16accum.formats import parse_format, random_bits, round_bits
+    from yolos_bf16accum.triton_kernels import round_bits_kernel
+
+    fmt = parse_format(name)
+    g = torch.Generator().manual_seed(5)
+    rnd = torch.randint(0, 2 ** 32, (3000,), generator=g, dtype=torch.int64)
+    near = (torch.randint(fmt.emin - fmt.man_bits - 4 + 127, min(fmt.emax + 129, 255), (1000,), generator=g) << 23) \
+        | torch.randint(0, 1 << 23, (1000,), generator=g)
+    special = torch.tensor([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FFFFFFF, 0x7FC00000, fmt.max_bits,
+                            fmt.max_bits + 1, 0x00000001, 0x00800000], dtype=torch.int64)
+    u = torch.cat([rnd, near, special])
+    rb = random_bits(3, torch.arange(u.numel(), dtype=torch.int64), 1)
+    assert torch.equal(round_bits_kernel(u, fmt, mode, rb), round_bits(u, fmt, mode, rb))
+
+
+def test_stochastic_rounding_sums_ones_without_swamping():
+    """Per-MAC accumulation of 2048 ones: RNE and RTZ stall (bf16 at 256, e5m2 at 8); SR keeps the sum
+    unbiased, and kernel and emulation draw the same bits."""
+    ones, col = torch.ones(4, 2048), torch.ones(2048, 1)
+    assert accum_matmul(ones, col, AccumSpec(1, rounding="rtz")).unique().tolist() == [256.0]
+    assert accum_matmul(ones, col, AccumSpec(1, acc="e5m2")).unique().tolist() == [8.0]
+    assert accum_matmul(ones, col, AccumSpec(1, acc="fp16")).unique().tolist() == [2048.0]
+    sr = accum_matmul(ones, col, AccumSpec(1, rounding="sr", seed=1)).float()
+    assert sr.min() > 1024 and abs(sr.mean().item() - 2048) < 512
+    small = AccumSpec(1, rounding="sr", seed=2)
+    assert torch.equal(triton_accum_matmul(ones[:, :300], col[:300], small, interpret=True),
+                       accum_matmul(ones[:, :300], col[:300], small))
+
+
+def test_tensor_core_variant_is_within_tolerance_of_the_definition():
+    """The ``tl.dot`` variant (interpreter: fp32 dot, its own summation order) stays within the rounding
+    of the accumulator: at most a few bf16 ulps of the result's magnitude from the exact kernel."""
+    from yolos_bf16accum.triton_kernels import triton_dot_matmul
+
+    g = torch.Generator().manual_seed(4)
+    a, b = torch.randn(2, 24, 96, generator=g), torch.randn(96, 20, generator=g)
+    for spec in (AccumSpec(32), AccumSpec(16, acc="fp16", rounding="rtz")):
+        got = triton_dot_matmul(a, b, spec, interpret=True).float()
+        want = accum_matmul(a, b, spec).float()
+        scale = want.abs().amax(-1, keepdim=True)
+        assert ((got - want).abs() <= 4 * 2 ** -8 * scale).all(), spec.label
+    with pytest.raises(ValueError, match="multiple of 16"):
+        triton_dot_matmul(a, b, AccumSpec(8), interpret=True)
+
+
+@pytest.mark.parametrize("arch", [90, 120])
+def test_kernels_compile_for_hopper_and_blackwell_without_a_gpu(arch):
+    """The compiled path (never run here: no GPU) type-checks and lowers to a cubin for sm_90 (H100/H200)
+    and sm_120 (RTX 5090); the tensor-core variant contains MMA instructions, the exact kernel none."""
+    from yolos_bf16accum.triton_kernels import compile_for
+
+    exact = compile_for("exact", arch, AccumSpec(1, acc="fp16", rounding="sr", bias="init"))
+    dot = compile_for("dot", arch, AccumSpec(32))
+    for asm in (exact, dot):
+        assert asm["cubin"] and f"sm_{arch}" in asm["ptx"]
+    assert "mma" in dot["ptx"] and "mma" not in exact["ptx"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("spec", SPECS[::3], ids=lambda s: s.label)
+def test_cuda_kernel_equals_emulation_for_formats_and_modes(spec):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    a = torch.randn(2, 130, 200, device="cuda", generator=g)
+    b = torch.randn(200, 70, device="cuda", generator=g)
+    assert torch.equal(bits(triton_accum_matmul(a, b, spec)), bits(accum_matmul(a.cpu(), b.cpu(), spec)).cuda())

@@ -59,7 +59,16 @@ def get_args_parser(regime: str) -> argparse.ArgumentParser:
     p.add_argument("--blocks_per_stage", type=int, default=d.blocks_per_stage)
     p.add_argument("--accum_chunk", type=int, default=d.accum_chunk,
                    help="1 = round the running sum to bf16 after every product; 16/32/64 = after every K-block")
-    p.add_argument("--kernel_backend", choices=["auto", "emulation", "triton"], default=d.kernel_backend)
+    p.add_argument("--group_chunks", default=None,
+                   help="per-role chunk overrides, e.g. 'pv=256,mlp=32' (roles: qkv attn qk pv mlp head patch_embed)")
+    p.add_argument("--accum_format", default=d.accum_format,
+                   help="accumulator format: bf16 | fp16 | e5m2 | e4m3fn | fp32 | e<E>m<M> (e.g. e6m7)")
+    p.add_argument("--rounding", choices=["rne", "rtz", "sr"], default=d.rounding,
+                   help="accumulator rounding: nearest-even, toward zero, stochastic (seeded by --seed)")
+    p.add_argument("--operand_format", default=d.operand_format, help="operand format: bf16 | fp16 | e5m2 | e4m3fn")
+    p.add_argument("--bias_placement", choices=["epilogue", "init"], default=d.bias_placement,
+                   help="a Linear's bias: added at the end (epilogue) or as the running sum's start (init)")
+    p.add_argument("--kernel_backend", choices=["auto", "emulation", "triton", "triton-dot"], default=d.kernel_backend)
     p.add_argument("--report_to", choices=["none", "wandb"], default="none")
     p.add_argument("--wandb_project", default=None)
     p.add_argument("--wandb_run_name", default=None)
@@ -74,7 +83,8 @@ def config_from_args(args: argparse.Namespace, regime: str, argv: Sequence[str])
             "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate", "weight_decay",
             "num_train_epochs", "max_steps", "precision", "max_train_samples", "max_eval_samples",
             "image_size", "eval_every_steps", "seed", "device", "num_threads", "num_workers", "schedule", "ramp_mode",
-            "blocks_per_stage", "accum_chunk", "kernel_backend", "wandb_project", "wandb_run_name")
+            "blocks_per_stage", "accum_chunk", "group_chunks", "accum_format", "rounding", "operand_format",
+            "bias_placement", "kernel_backend", "wandb_project", "wandb_run_name")
     values = {k: getattr(args, k) for k in keys}
     values["augment"] = not args.no_augment
     values["verify_images"] = args.verify_images

@@ -57,7 +57,14 @@ class TrainConfig:
     ramp_mode: str = "blocks"                  # blocks: blocks_per_stage blocks at a time; all: at once
     blocks_per_stage: int = 2
     accum_chunk: int = 1                       # 1 = per-MAC (upstream's study); 16/32/64 = per K-block
-    kernel_backend: str = "auto"               # auto (Triton on CUDA, emulation elsewhere) | emulation | triton
+    # Per-role chunk overrides, e.g. "pv=256,qk=64,mlp=32" (roles: qkv attn qk pv mlp head patch_embed;
+    # PV reduces over the sequence, ~1-3k, QK^T over the head dim, 64)
+    group_chunks: str | None = None
+    accum_format: str = "bf16"                 # accumulator: bf16 | fp16 | e5m2 | e4m3fn | fp32 | e<E>m<M>
+    rounding: str = "rne"                      # rne | rtz | sr (stochastic, seeded from `seed`)
+    operand_format: str = "bf16"               # operands: bf16 | fp16 | e5m2 | e4m3fn (mantissa <= 11 bits)
+    bias_placement: str = "epilogue"           # epilogue (one final rounding) | init (starts the running sum)
+    kernel_backend: str = "auto"               # auto (Triton on CUDA, emulation elsewhere) | emulation | triton | triton-dot
 
     # ---- eval / logging ----
     eval_every_steps: int | None = None        # None: eval at the end of every epoch
@@ -80,12 +87,11 @@ class TrainConfig:
             raise ValueError("--dataset coco2017 needs --coco_dir (train2017/, val2017/, annotations/)")
         if self.regime == "progressive":
             # Fail before any data or model is built (imported here: the schedule module loads torch).
-            from yolos_bf16accum.emulation import check_accum_chunk
             from yolos_bf16accum.schedule import parse_schedule
             from yolos_bf16accum.ste import check_backend
 
             parse_schedule(self.schedule)
-            check_accum_chunk(self.accum_chunk)
+            self.accum_specs()
             check_backend(self.kernel_backend)
             if self.ramp_mode not in ("blocks", "all"):
                 raise ValueError(f"ramp_mode must be 'blocks' or 'all', got {self.ramp_mode!r}")
@@ -97,6 +103,25 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def accum_specs(self) -> dict:
+        """``{role: AccumSpec}`` for :func:`yolos_bf16accum.patching.apply_patch_state` (validates)."""
+        from yolos_bf16accum.patching import SPEC_KEYS, resolve_specs
+        from yolos_bf16accum.spec import AccumSpec
+
+        base = AccumSpec(chunk=self.accum_chunk, acc=self.accum_format, rounding=self.rounding,
+                         operands=self.operand_format, bias=self.bias_placement, seed=self.seed)
+        specs = {"default": base}
+        for item in (self.group_chunks or "").split(","):
+            if not item.strip():
+                continue
+            role, sep, chunk = item.partition("=")
+            role = role.strip()
+            if not sep or role not in SPEC_KEYS[1:] or not chunk.strip().isdigit():
+                raise ValueError(f"bad group_chunks item {item!r}: expected role=chunk with role in "
+                                 f"{', '.join(SPEC_KEYS[1:])}, e.g. pv=256")
+            specs[role] = base.replace(chunk=int(chunk))
+        return resolve_specs(specs)
 
 
 def smoke_config(regime: str = "baseline", output_dir: str = "runs/smoke", **overrides) -> TrainConfig:

@@ -5,7 +5,7 @@ optimisation steps. With ``--ramp_mode all`` a group covers every block at once.
 blocks`` it covers ``blocks_per_stage`` more blocks (from block 0 upward) per stage, the stages spread
 evenly over the steps left after the group's start, so the last stage starts at or before the last step:
 by the end of training **every** block is patched (upstream stopped at stages x blocks_per_stage = 8 of
-12 blocks). ``head`` has no blocks and switches on whole.
+12 blocks). ``head`` and ``patch_embed`` have no blocks and switch on whole.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from yolos_bf16accum.patching import GROUPS
+from yolos_bf16accum.patching import GROUPS, WHOLE_GROUPS
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def parse_schedule(text: str) -> list[ScheduleEntry]:
 
 
 class ProgressiveSchedule:
-    """Maps a step to ``{group: enabled blocks}`` (``head`` maps to ``(0,)`` when on).
+    """Maps a step to ``{group: enabled blocks}`` (``head``/``patch_embed`` map to ``(0,)`` when on).
 
     Args:
         entries: parsed schedule (``parse_schedule``).
@@ -88,7 +88,7 @@ class ProgressiveSchedule:
         self.stage_starts: dict[str, list[int]] = {}
         for e in self.entries:
             start = min(math.floor(e.fraction * total_steps), total_steps - 1)
-            if e.group == "head" or ramp_mode == "all":
+            if e.group in WHOLE_GROUPS or ramp_mode == "all":
                 self.stage_starts[e.group] = [start]
                 continue
             n = math.ceil(num_blocks / blocks_per_stage)
@@ -116,7 +116,7 @@ class ProgressiveSchedule:
         stages = sum(s <= step for s in starts)
         if stages == 0:
             return ()
-        if group == "head":
+        if group in WHOLE_GROUPS:
             return (0,)
         if self.ramp_mode == "all":
             return tuple(range(self.num_blocks))
@@ -134,7 +134,7 @@ class ProgressiveSchedule:
             blocks = self.blocks_at(e.group, step)
             if not blocks:
                 out[e.group] = "off"
-            elif e.group == "head":
+            elif e.group in WHOLE_GROUPS:
                 out[e.group] = "on"
             else:
                 out[e.group] = f"blocks {blocks[0]}-{blocks[-1]} of {self.num_blocks}"

@@ -10,30 +10,48 @@ from __future__ import annotations
 
 import torch
 
-from yolos_bf16accum.emulation import add_bias_bf16, bf16acc_matmul, check_accum_chunk
+import dataclasses
 
-BACKENDS = ("auto", "emulation", "triton")
+from yolos_bf16accum.emulation import accum_linear, accum_matmul
+from yolos_bf16accum.formats import mix32
+from yolos_bf16accum.spec import AccumSpec, as_spec
+
+BACKENDS = ("auto", "emulation", "triton", "triton-dot")
 
 
 def check_backend(backend: str) -> str:
-    """Validates a kernel backend name (``auto``, ``emulation`` or ``triton``)."""
+    """Validates a kernel backend name (``auto``, ``emulation``, ``triton`` or ``triton-dot``)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown bf16-accum backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     return backend
 
 
-def matmul(a: torch.Tensor, b: torch.Tensor, accum_chunk: int, backend: str = "auto") -> torch.Tensor:
-    """Dispatches a bf16-accumulating ``a @ b`` (bf16 result) to the emulation or the Triton kernel.
+def matmul(a: torch.Tensor, b: torch.Tensor, spec: AccumSpec | int, backend: str = "auto", *,
+           bias_init: torch.Tensor | None = None) -> torch.Tensor:
+    """Dispatches an accumulating ``a @ b`` to the emulation or a Triton kernel.
 
-    ``auto`` takes Triton on CUDA and the emulation elsewhere; ``triton`` on a CPU tensor runs the
-    Triton interpreter (exact but seconds per small product: tests only).
+    ``auto`` takes the exact Triton kernel on CUDA and the emulation elsewhere; ``triton`` on a CPU tensor
+    runs the Triton interpreter (exact but seconds per small product: tests only); ``triton-dot`` is the
+    tensor-core kernel (one ``tl.dot`` per chunk: faster, equal to the definition within a tolerance).
     """
     check_backend(backend)
     if backend == "emulation" or (backend == "auto" and a.device.type != "cuda"):
-        return bf16acc_matmul(a, b, accum_chunk)
-    from yolos_bf16accum.triton_kernels import triton_bf16acc_matmul  # imports triton: lazily
+        return accum_matmul(a, b, spec, bias_init=bias_init)
+    from yolos_bf16accum.triton_kernels import triton_accum_matmul  # imports triton: lazily
 
-    return triton_bf16acc_matmul(a, b, accum_chunk)
+    return triton_accum_matmul(a, b, spec, bias_init=bias_init, variant="dot" if backend == "triton-dot" else "exact")
+
+
+def call_spec(module: torch.nn.Module, spec: AccumSpec, stream: int = 0) -> AccumSpec:
+    """The spec for this forward call: stochastic rounding draws a fresh stream per call (seed mixed with
+    a per-module call counter and ``stream``), so repeated calls do not reuse one noise pattern while a
+    seeded run stays reproducible. Other modes return ``spec`` unchanged."""
+    if spec.rounding != "sr":
+        return spec
+    calls = module.__dict__.get("bf16acc_calls", 0)
+    if stream == 0:
+        module.bf16acc_calls = calls + 1
+    return dataclasses.replace(spec, seed=int(mix32(spec.seed ^ mix32(calls * 2 + stream))))
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -45,16 +63,19 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 class BF16AccLinearFn(torch.autograd.Function):
-    """``y = x @ W.T + b`` with a bf16-accumulating forward and ``nn.Linear``'s backward."""
+    """``y = x @ W.T + b`` with a reduced-precision-accumulating forward and ``nn.Linear``'s backward."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, accum_chunk: int, backend: str):
+    def forward(ctx, x, weight, bias, spec: AccumSpec, backend: str):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        y = matmul(x.reshape(-1, x.shape[-1]), weight.t(), accum_chunk, backend)
-        y = add_bias_bf16(y, bias).reshape(*x.shape[:-1], weight.shape[0])
+
+        def mm(a, b, sp, bias_init=None):
+            return matmul(a, b, sp, backend, bias_init=bias_init)
+
+        y = accum_linear(x, weight, bias, spec, matmul=mm)
         # Same dtype as the input: downstream ops (LayerNorm with fp32 weights) see what they expect.
-        # The values stay bf16-representable.
+        # (A bf16 accumulator's values stay bf16-representable; other formats round once more here.)
         return y.to(x.dtype)
 
     @staticmethod
@@ -72,17 +93,19 @@ class BF16AccLinearFn(torch.autograd.Function):
 
 
 class BF16AccLinear(torch.nn.Linear):
-    """An ``nn.Linear`` whose forward accumulates in bf16. Only ever made by class swap.
+    """An ``nn.Linear`` whose forward accumulates in reduced precision. Only ever made by class swap.
 
-    :func:`yolos_bf16accum.patching.patch_linear` sets ``lin.__class__ = BF16AccLinear`` and the two
+    :func:`yolos_bf16accum.patching.patch_linear` sets ``lin.__class__ = BF16AccLinear`` and the
     attributes below; the module keeps its Parameters, buffers, hooks and ``state_dict`` keys, so the
     optimizer's references stay valid. ``unpatch_linear`` swaps back.
 
     Attributes:
-        accum_chunk: products summed in fp32 before each bf16 rounding (1 = per-MAC).
-        bf16acc_backend: ``auto``, ``emulation`` or ``triton``.
+        bf16acc_spec: the datapath (:class:`AccumSpec`: chunk, formats, rounding, bias placement).
+        accum_chunk: ``bf16acc_spec.chunk`` (kept for readers of the old attribute).
+        bf16acc_backend: ``auto``, ``emulation``, ``triton`` or ``triton-dot``.
     """
 
+    bf16acc_spec: AccumSpec = AccumSpec()
     accum_chunk: int = 1
     bf16acc_backend: str = "auto"
 
@@ -92,11 +115,49 @@ class BF16AccLinear(torch.nn.Linear):
         # matmul would) and the weight gradient flows back to the fp32 master through the cast.
         w = self.weight.to(dtype)
         b = None if self.bias is None else self.bias.to(dtype)
+        spec = call_spec(self, self.bf16acc_spec)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return BF16AccLinearFn.apply(x.to(dtype), w, b, self.accum_chunk, self.bf16acc_backend)
+            return BF16AccLinearFn.apply(x.to(dtype), w, b, spec, self.bf16acc_backend)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, accum_chunk={self.accum_chunk}, backend={self.bf16acc_backend}"
+        return f"{super().extra_repr()}, accum={self.bf16acc_spec.label}, backend={self.bf16acc_backend}"
+
+
+class BF16AccPatchConv(torch.nn.Conv2d):
+    """A patchifying ``Conv2d`` (kernel = stride, no padding: YOLOS/ViT's patch embedding) computed as a
+    reduced-precision-accumulating matmul over patches, K = in_channels x kh x kw (768 for 16x16 RGB).
+
+    Non-overlapping patches make the conv exactly ``patches @ W.reshape(O, -1).T``; the unfold is a
+    reshape/permute, so autograd carries the STE gradient of :class:`BF16AccLinearFn` back to the image
+    and the fp32 master weight. Only ever made by class swap (:func:`yolos_bf16accum.patching.patch_conv`).
+    """
+
+    bf16acc_spec: AccumSpec = AccumSpec()
+    bf16acc_backend: str = "auto"
+
+    @staticmethod
+    def check_patchify(conv: torch.nn.Conv2d) -> None:
+        if (tuple(conv.kernel_size) != tuple(conv.stride) or any(p != 0 for p in conv.padding)
+                or any(d != 1 for d in conv.dilation) or conv.groups != 1 or conv.padding_mode != "zeros"):
+            raise ValueError(f"only a patchifying Conv2d can be patched (kernel = stride, no padding, dilation 1, "
+                             f"groups 1); got {conv}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        B, C, H, W = x.shape
+        nh, nw = H // kh, W // kw
+        dtype = compute_dtype(x)
+        patches = (x[:, :, :nh * kh, :nw * kw].reshape(B, C, nh, kh, nw, kw)
+                   .permute(0, 2, 4, 1, 3, 5).reshape(B, nh * nw, C * kh * kw))
+        w = self.weight.to(dtype).reshape(self.out_channels, -1)
+        b = None if self.bias is None else self.bias.to(dtype)
+        spec = call_spec(self, self.bf16acc_spec)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            y = BF16AccLinearFn.apply(patches.to(dtype), w, b, spec, self.bf16acc_backend)
+        return y.reshape(B, nh, nw, self.out_channels).permute(0, 3, 1, 2)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, accum={self.bf16acc_spec.label}, backend={self.bf16acc_backend}"
 
 
 def standard_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -106,18 +167,19 @@ def standard_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scalin
 
 
 class BF16AccAttentionFn(torch.autograd.Function):
-    """Attention core with bf16-accumulating QKᵀ and PV; backward = standard attention's gradient.
+    """Attention core with reduced-precision-accumulating QKᵀ and PV; backward = standard attention's gradient.
 
-    Inputs are ``[B, heads, S, D]``; the softmax runs in fp32 (only the two matmuls accumulate in bf16).
+    Inputs are ``[B, heads, S, D]``; the softmax runs in fp32 (only the two matmuls accumulate in reduced
+    precision). ``spec_pv`` may differ from ``spec_qk`` (PV reduces over the sequence, QKᵀ over the head dim).
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, scaling: float, accum_chunk: int, backend: str):
+    def forward(ctx, q, k, v, scaling: float, spec_qk: AccumSpec, spec_pv: AccumSpec, backend: str):
         ctx.save_for_backward(q, k, v)
         ctx.scaling = scaling
-        scores = matmul(q, k.transpose(-1, -2), accum_chunk, backend).float() * scaling
+        scores = matmul(q, k.transpose(-1, -2), spec_qk, backend).float() * scaling
         probs = scores.softmax(-1)
-        out = matmul(probs, v, accum_chunk, backend)
+        out = matmul(probs, v, spec_pv, backend)
         return out.to(q.dtype)
 
     @staticmethod
@@ -129,13 +191,17 @@ class BF16AccAttentionFn(torch.autograd.Function):
             qq, kk, vv = (t.detach().requires_grad_(True) for t in (q, k, v))
             out = standard_attention(qq, kk, vv, ctx.scaling)
             gq, gk, gv = torch.autograd.grad(out, (qq, kk, vv), grad_out.float())
-        return gq.to(q.dtype), gk.to(k.dtype), gv.to(v.dtype), None, None, None
+        return gq.to(q.dtype), gk.to(k.dtype), gv.to(v.dtype), None, None, None, None
 
 
 def bf16acc_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float,
-                      accum_chunk: int = 1, backend: str = "auto") -> torch.Tensor:
-    """``[B, h, S, D]`` attention output with bf16-accumulating matmuls and an STE backward."""
-    check_accum_chunk(accum_chunk)
-    with torch.autocast(device_type=q.device.type, enabled=False):
-        return BF16AccAttentionFn.apply(q, k, v, float(scaling), accum_chunk, backend)
+                      accum_chunk: int | AccumSpec = 1, backend: str = "auto",
+                      spec_pv: AccumSpec | int | None = None) -> torch.Tensor:
+    """``[B, h, S, D]`` attention output with accumulating matmuls and an STE backward.
 
+    ``accum_chunk`` is QKᵀ's spec (an int chunk or an :class:`AccumSpec`); ``spec_pv`` PV's (default: the same).
+    """
+    spec_qk = as_spec(accum_chunk)
+    spec_pv = spec_qk if spec_pv is None else as_spec(spec_pv)
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        return BF16AccAttentionFn.apply(q, k, v, float(scaling), spec_qk, spec_pv, backend)

@@ -146,13 +146,14 @@ def run(cfg: TrainConfig) -> dict:
         schedule = ProgressiveSchedule(parse_schedule(cfg.schedule), total_steps, len(encoder_blocks(model)),
                                        cfg.ramp_mode, cfg.blocks_per_stage)
         install_attention_function(model)
+    specs = cfg.accum_specs()
 
     def on_step(step: int) -> None:
         if schedule is None:
             return
         new = {g: list(b) for g, b in schedule.state_at(step).items()}
         if new != state.patch_state:
-            counts = apply_patch_state(model, new, cfg.accum_chunk, cfg.kernel_backend)
+            counts = apply_patch_state(model, new, specs, cfg.kernel_backend)
             state.patch_state = new
             log.info("step %d: bf16-accum now %s (%s)", step, schedule.describe(step), counts)
 
@@ -210,6 +211,7 @@ def run(cfg: TrainConfig) -> dict:
     summary = {
         "regime": cfg.regime, "seed": cfg.seed, "model": cfg.model_config or cfg.model, "dataset": cfg.dataset,
         "precision": cfg.precision, "accum_chunk": cfg.accum_chunk if schedule else None,
+        "accum": {role: sp.label for role, sp in specs.items()} if schedule else None,
         "schedule": cfg.schedule if schedule else None, "ramp_mode": cfg.ramp_mode if schedule else None,
         "total_steps": total_steps, "final_step": state.step, "epochs": state.epoch + 1,
         "final": {k: v for k, v in final.items() if k != "per_class"}, "final_per_class": final["per_class"],
