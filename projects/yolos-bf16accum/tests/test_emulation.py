@@ -160,3 +160,13 @@ def test_narrow_accumulators_are_less_accurate_than_wider_ones():
     sr = rel_err(accum_matmul(a, b, AccumSpec(1, rounding="sr")), ref)
     rtz = rel_err(accum_matmul(a, b, AccumSpec(1, rounding="rtz")), ref)
     assert rtz > err["bf16"] and sr < rtz     # truncation is biased; SR is not
+
+
+def test_scratch_first_made_in_inference_mode_serves_training(monkeypatch):
+    """The reused scratch is first allocated during an evaluation (inference mode) and then written by a
+    training step: it must not be an inference tensor."""
+    monkeypatch.setattr(fastpath, "_SCRATCH", {})
+    a, b = torch.randn(20, 64), torch.randn(64, 8)
+    with torch.inference_mode():
+        inside = accum_matmul(a, b, 32)
+    assert torch.equal(accum_matmul(a, b, 32), inside)

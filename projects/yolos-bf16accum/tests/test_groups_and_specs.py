@@ -112,3 +112,21 @@ def test_stochastic_rounding_draws_a_fresh_stream_per_call_and_is_reproducible()
     assert not torch.equal(first, second)                 # a new stream per call
     again = layer()
     assert torch.equal(again(x), first) and torch.equal(again(x), second)   # seeded: the same sequence
+
+
+def test_layer_errors_report_each_patched_module_and_rank_the_formats(tiny_model, tiny_batch):
+    from yolos_bf16accum.layer_errors import layer_errors, summarize
+
+    pixels, _ = tiny_batch
+    assert layer_errors(tiny_model, pixels) == {}
+    patch_all(tiny_model, AccumSpec(1), backend="emulation", patch_embed=True)
+    bf16 = layer_errors(tiny_model, pixels)
+    n = len(encoder_blocks(tiny_model))
+    assert len(bf16) == 6 * n + 6 + n + 1               # every Linear, every attention core, the patch conv
+    assert "vit.encoder.layer.0.attention.attention.core" in bf16
+    assert all(1e-4 < e < 0.2 for e in bf16.values()), bf16
+    patch_all(tiny_model, AccumSpec(1, acc="e5m2"), backend="emulation", patch_embed=True)
+    e5m2 = layer_errors(tiny_model, pixels)
+    assert sum(e5m2[k] > bf16[k] for k in bf16) == len(bf16)
+    assert summarize(bf16)["layer_err/max"] == max(bf16.values())
+    assert tiny_model.training                           # the report leaves the mode as it found it

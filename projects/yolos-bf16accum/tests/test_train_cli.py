@@ -54,6 +54,11 @@ def test_baseline_and_progressive_runs_write_everything(tmp_path):
     assert summary["bf16acc_final_state"]["attn"] == [0, 1, 2, 3]
     base_eval = [json.loads(l) for l in (base / "logs/eval.jsonl").read_text().splitlines()]
     assert base_eval[-1]["patched_linears"] == 0
+    # per-layer error report at every eval with something patched (the baseline writes none)
+    reports = [json.loads(l) for l in (prog / "logs/layer_errors.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in reports] == [e["step"] for e in evals if e["patched_linears"] or e["patched_attention"]]
+    assert len(reports[-1]["errors"]) == 6 * 4 + 6 + 4 and 0 < evals[-1]["layer_err/max"] < 1
+    assert not (base / "logs/layer_errors.jsonl").exists()
 
 
 def test_bad_schedule_exits_with_message(tmp_path):
@@ -136,3 +141,34 @@ def test_logged_lr_is_the_lr_the_step_used(tmp_path):
         opt.step()
         sched.step()
     assert [r["lr"] for r in rows] == pytest.approx(expected)
+
+
+def test_eval_only_ablation_writes_its_table_from_a_checkpoint(tmp_path):
+    """--eval_only --ablate on a (random-init, saved) checkpoint: none, each group, all; the patched
+    configurations change the eval loss, stochastic rounding repeats per seed, the files are written."""
+    from yolos_bf16accum.ablation import interval95, parse_groups
+    from yolos_bf16accum.config import smoke_config
+    from yolos_bf16accum.model import build_model
+
+    cfg = smoke_config("progressive", str(tmp_path / "x"))
+    torch.manual_seed(3)
+    model = build_model(cfg, 3, {0: "circle", 1: "square", 2: "triangle"})
+    torch.save({"model": model.state_dict(), "step": 0}, tmp_path / "init.pt")
+    out = _run("train_yolos_progressive_bf16accum_ste.py", tmp_path, "--eval_only", "--ablate", "mlp,head,patch_embed",
+               "--init_checkpoint", str(tmp_path / "init.pt"), "--rounding", "sr", "--ablate_seeds", "2",
+               "--accum_chunk", "1", "--accum_format", "e5m2")
+    result = json.loads((out / "ablation.json").read_text())
+    rows = {r["config"]: r for r in result["rows"]}
+    assert list(rows) == ["none", "mlp", "head", "patch_embed", "all"]
+    assert rows["none"]["seeds"] == 1 and rows["all"]["seeds"] == 2
+    assert all(r["eval loss"] != rows["none"]["eval loss"] for n, r in rows.items() if n != "none")
+    assert result["datapath"] == "e5m2/sr/c1" and result["eval_images"] == 4
+    assert (out / "ablation.md").read_text().count("\n|") == 7 and (out / "ablation.csv").is_file()
+    assert not (out / "checkpoints").exists()              # nothing trained
+    assert abs(interval95([1.0, 2.0, 3.0]) - 4.303 / 3 ** 0.5) < 1e-9 and interval95([0.5]) == 0.0
+    with pytest.raises(ValueError, match="ablate"):
+        parse_groups("attn,bogus")
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": {"nope": torch.zeros(1)}}, bad)
+    with pytest.raises(SystemExit, match="does not match"):
+        _run("train_yolos_progressive_bf16accum_ste.py", tmp_path, "--eval_only", "--init_checkpoint", str(bad))

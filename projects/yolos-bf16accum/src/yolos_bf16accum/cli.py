@@ -72,6 +72,13 @@ def get_args_parser(regime: str) -> argparse.ArgumentParser:
     p.add_argument("--report_to", choices=["none", "wandb"], default="none")
     p.add_argument("--wandb_project", default=None)
     p.add_argument("--wandb_run_name", default=None)
+    p.add_argument("--eval_only", action="store_true",
+                   help="no training: the eval-only ablation (each --ablate group patched in turn, then all)")
+    p.add_argument("--ablate", default="attn,mlp,qkv,head,patch_embed", help="groups for --eval_only")
+    p.add_argument("--ablate_seeds", type=int, default=1,
+                   help="repeat each patched configuration with N stochastic-rounding seeds (--rounding sr)")
+    p.add_argument("--init_checkpoint", default=None,
+                   help="weights for --eval_only: a run's checkpoints/{best,last}.pt (else --model's own)")
     p.add_argument("--smoke", action="store_true",
                    help="CPU smoke preset: tiny-random model on the synthetic set (other flags still apply)")
     return p
@@ -117,6 +124,12 @@ def main(argv: Sequence[str] | None = None, regime: str = "baseline") -> dict:
         raise SystemExit(f"error: {e}") from None
     from yolos_bf16accum.train import run
 
+    if args.eval_only:
+        from yolos_bf16accum.ablation import parse_groups
+        try:
+            groups = parse_groups(args.ablate)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
     if cfg.num_threads:
         import torch
 
@@ -124,8 +137,18 @@ def main(argv: Sequence[str] | None = None, regime: str = "baseline") -> dict:
     from yolos_bf16accum.model import ModelLoadError
 
     try:
+        if args.eval_only:
+            from yolos_bf16accum.ablation import run_ablation
+
+            result = run_ablation(cfg, groups, args.ablate_seeds, args.init_checkpoint)
+            print(f"[ablation] {len(result['rows'])} configurations -> {cfg.output_dir}/ablation.md")
+            return result
         summary = run(cfg)
     except ModelLoadError as e:   # a missing model is a usage error, not a crash: no traceback
+        raise SystemExit(f"error: {e}") from None
+    except (ValueError, FileNotFoundError) as e:
+        if not args.eval_only:
+            raise
         raise SystemExit(f"error: {e}") from None
     final = summary["final"]
     print(f"[{regime}] final AP {final['AP']:.4f} AP50 {final['AP50']:.4f} eval loss {final['loss']:.4f} "

@@ -35,7 +35,10 @@ def scratch(name: str, shape: tuple[int, ...], device) -> torch.Tensor:
         n *= d
     buf = _SCRATCH.get(key)
     if buf is None or buf.numel() < n:
-        buf = torch.empty(max(n, 1), dtype=torch.float32, device=device)
+        # a normal tensor even when first asked for under torch.inference_mode (evaluation): an inference
+        # tensor could not be written in place by a later training step
+        with torch.inference_mode(False):
+            buf = torch.empty(max(n, 1), dtype=torch.float32, device=device)
         _SCRATCH[key] = buf
     return buf[:n].view(shape)
 

@@ -153,6 +153,12 @@ def bf16acc_attention_forward(module: nn.Module, query: torch.Tensor, key: torch
     spec_pv = getattr(module, "bf16acc_spec_pv", spec)
     out = bf16acc_attention(query, key, value, scaling, call_spec(module, spec), backend,
                             spec_pv=call_spec(module, spec_pv, stream=1))
+    probe = module.__dict__.get("bf16acc_probe")
+    if probe is not None:  # layer_errors(): this core's own error vs fp32 attention on the same q, k, v
+        from yolos_bf16accum.ste import standard_attention
+
+        ref = standard_attention(query, key, value, scaling)
+        probe["error"] = float((out.float() - ref).norm() / ref.norm().clamp_min(1e-30))
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -8,6 +8,7 @@ rebuilt: patching keeps every Parameter object.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -119,7 +120,8 @@ def run(cfg: TrainConfig) -> dict:
     from yolo_common.runlog import RunLogger
 
     from yolos_bf16accum.data import build_datasets
-    from yolos_bf16accum.engine import TrainState, evaluate, train_one_epoch
+    from yolos_bf16accum.engine import TrainState, autocast, evaluate, train_one_epoch
+    from yolos_bf16accum.layer_errors import layer_errors, summarize
     from yolos_bf16accum.model import build_model
     from yolos_bf16accum.patching import apply_patch_state, count_patched, encoder_blocks, install_attention_function
     from yolos_bf16accum.schedule import ProgressiveSchedule, parse_schedule
@@ -166,12 +168,26 @@ def run(cfg: TrainConfig) -> dict:
 
     history: list[dict] = []
 
+    calib: list[torch.Tensor] = []      # the fixed batch of the per-layer error report (first eval batch)
+
     def do_eval() -> dict:
         metrics = evaluate(model, eval_loader, device, eval_gt, labels.label_to_cat, precision=cfg.precision)
         patched = count_patched(model)
+        layer_err = {}
+        if schedule is not None:
+            if not calib:
+                batch = next((b for b in eval_loader if b is not None), None)
+                if batch is not None:
+                    calib.append(batch[0][: cfg.per_device_eval_batch_size].to(device))
+            if calib and any(patched.values()):
+                with autocast(device, cfg.precision):
+                    errors = layer_errors(model, calib[0])
+                layer_err = summarize(errors)
+                with (out / "logs" / "layer_errors.jsonl").open("a") as f:
+                    f.write(json.dumps({"step": state.step, "epoch": state.epoch, "errors": errors}) + "\n")
         groups = schedule.describe(max(state.step - 1, 0)) if schedule else {}
         scalars = {k: v for k, v in metrics.items() if k not in ("per_class", "backend")}
-        logger.log_eval(state.step, state.epoch, **scalars, patched_linears=patched["linears"],
+        logger.log_eval(state.step, state.epoch, **scalars, **layer_err, patched_linears=patched["linears"],
                         patched_attention=patched["attention"],
                         **{f"bf16acc/{g}": d for g, d in groups.items()})
         log.info("eval step %d: AP %.4f AP50 %.4f loss %.4f | bf16-accum %s %s", state.step, metrics["AP"],
