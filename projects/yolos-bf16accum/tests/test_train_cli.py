@@ -172,3 +172,48 @@ def test_eval_only_ablation_writes_its_table_from_a_checkpoint(tmp_path):
     torch.save({"model": {"nope": torch.zeros(1)}}, bad)
     with pytest.raises(SystemExit, match="does not match"):
         _run("train_yolos_progressive_bf16accum_ste.py", tmp_path, "--eval_only", "--init_checkpoint", str(bad))
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch):
+    """Progressive regime, stochastic rounding, 2 loader workers, augmentations on: a run killed after
+    epoch 1 and resumed with --resume ends with the same weights, the same eval/train logs and the same
+    per-layer error reports as the run that was never interrupted."""
+    from yolo_common.checkpoint import load_checkpoint
+
+    import yolos_bf16accum.engine as engine
+
+    args = ("--max_train_samples", "8", "--num_train_epochs", "3", "--num_workers", "2", "--accum_chunk", "16",
+            "--rounding", "sr", "--blocks_per_stage", "1")
+    whole = _run("train_yolos_progressive_bf16accum_ste.py", tmp_path / "whole", *args)
+
+    real = engine.train_one_epoch
+
+    def killed_at_epoch_2(*a, **kw):
+        if a[5].epoch == 2:            # state: after epochs 0 and 1 were checkpointed
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(engine, "train_one_epoch", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        _run("train_yolos_progressive_bf16accum_ste.py", tmp_path / "parts", *args)
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    parts = _run("train_yolos_progressive_bf16accum_ste.py", tmp_path / "parts", *args, "--resume")
+
+    a, b = load_checkpoint(whole / "checkpoints/last.pt"), load_checkpoint(parts / "checkpoints/last.pt")
+    assert a["step"] == b["step"] == 6 and a["patch_state"] == b["patch_state"]
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+
+    def lines(run, name, drop=("time",)):
+        return [{k: v for k, v in json.loads(l).items() if k not in drop}
+                for l in (run / "logs" / name).read_text().splitlines()]
+
+    for name in ("eval.jsonl", "train.jsonl", "layer_errors.jsonl"):
+        assert lines(whole, name) == lines(parts, name), name
+    sa, sb = (json.loads((r / "metrics_summary.json").read_text()) for r in (whole, parts))
+    assert sa["evals"] == sb["evals"] and len(sa["evals"]) == 3
+    # a resume with other settings is refused with a clear error
+    with pytest.raises(SystemExit, match="accum_chunk"):
+        other = [("32" if x == "16" else x) for x in args]
+        _run("train_yolos_progressive_bf16accum_ste.py", tmp_path / "parts", *other, "--resume")

@@ -72,6 +72,8 @@ def get_args_parser(regime: str) -> argparse.ArgumentParser:
     p.add_argument("--report_to", choices=["none", "wandb"], default="none")
     p.add_argument("--wandb_project", default=None)
     p.add_argument("--wandb_run_name", default=None)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --output_dir from checkpoints/last.pt (the same settings)")
     p.add_argument("--eval_only", action="store_true",
                    help="no training: the eval-only ablation (each --ablate group patched in turn, then all)")
     p.add_argument("--ablate", default="attn,mlp,qkv,head,patch_embed", help="groups for --eval_only")
@@ -95,6 +97,7 @@ def config_from_args(args: argparse.Namespace, regime: str, argv: Sequence[str])
     values = {k: getattr(args, k) for k in keys}
     values["augment"] = not args.no_augment
     values["verify_images"] = args.verify_images
+    values["resume"] = args.resume
     if args.export_onnx:
         values["export_onnx"] = True
     values["report_to"] = None if args.report_to == "none" else args.report_to
@@ -107,6 +110,8 @@ def config_from_args(args: argparse.Namespace, regime: str, argv: Sequence[str])
             overrides["augment"] = False
         if "verify_images" in given:
             overrides["verify_images"] = True
+        if "resume" in given:
+            overrides["resume"] = True
         if "export_onnx" in given:
             overrides["export_onnx"] = True
         return smoke_config(regime, **overrides)
@@ -147,7 +152,7 @@ def main(argv: Sequence[str] | None = None, regime: str = "baseline") -> dict:
     except ModelLoadError as e:   # a missing model is a usage error, not a crash: no traceback
         raise SystemExit(f"error: {e}") from None
     except (ValueError, FileNotFoundError) as e:
-        if not args.eval_only:
+        if not (args.eval_only or args.resume):
             raise
         raise SystemExit(f"error: {e}") from None
     final = summary["final"]

@@ -20,6 +20,7 @@ class TrainConfig:
     seed: int = 42                             # seeds python/numpy/torch; recorded in config.json
     device: str = "auto"                       # auto | cpu | cuda[:N]
     num_threads: int | None = None             # torch CPU threads, set by the CLI (None: torch's default)
+    resume: bool = False                       # continue <output_dir>/checkpoints/last.pt (epoch boundaries)
 
     # ---- model ----
     model: str = "hustvl/yolos-tiny"           # hub id or local dir, loaded with from_pretrained

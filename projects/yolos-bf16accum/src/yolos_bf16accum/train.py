@@ -47,6 +47,85 @@ def build_lr_scheduler(optimizer, total_steps: int, warmup_ratio: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+# Config keys a resumed run must share with the checkpoint's: they fix the step count, the data order
+# and what the schedule patches when.
+RESUME_KEYS = ("regime", "dataset", "seed", "image_size", "per_device_train_batch_size", "num_train_epochs",
+               "max_steps", "max_train_samples", "synthetic_train", "schedule", "ramp_mode", "blocks_per_stage",
+               "accum_chunk", "group_chunks", "accum_format", "rounding", "operand_format", "bias_placement",
+               "model", "model_config")
+
+
+def rng_state() -> dict:
+    """The main process's torch / python / numpy RNG states, in weights_only-loadable form."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+            "python_version": random.getstate()[0], "python_gauss": random.getstate()[2],
+            "numpy": torch.from_numpy(keys.astype("int64")), "numpy_pos": int(pos),
+            "numpy_gauss": [int(has_gauss), float(gauss)]}
+
+
+def set_rng_state(st: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(st["torch"])
+    random.setstate((st["python_version"], tuple(st["python"]), st["python_gauss"]))
+    np.random.set_state(("MT19937", st["numpy"].numpy().astype("uint32"), st["numpy_pos"],
+                         st["numpy_gauss"][0], st["numpy_gauss"][1]))
+
+
+def sr_call_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Per-module stochastic-rounding call counters (``ste.call_spec``): saved so a resume continues the streams."""
+    return {n: int(m.__dict__["bf16acc_calls"]) for n, m in model.named_modules() if "bf16acc_calls" in m.__dict__}
+
+
+def trim_jsonl(path: Path, first_dropped_step: int) -> None:
+    """Drops lines logged at or after ``first_dropped_step`` (by the killed run, after its last checkpoint)."""
+    from yolo_common.checkpoint import atomic_write_bytes
+
+    if not path.is_file():
+        return
+    keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] < first_dropped_step]
+    atomic_write_bytes(path, ("".join(l + "\n" for l in keep)).encode())
+
+
+def resume_from(out: Path, cfg: TrainConfig, model, optimizer, lr_scheduler, state) -> tuple[int, list]:
+    """Loads ``<out>/checkpoints/last.pt`` (weights_only) into the run; returns (first epoch, eval history).
+
+    Raises ValueError when there is no checkpoint or a key of ``RESUME_KEYS`` differs from the saved run.
+    """
+    from yolo_common.checkpoint import load_checkpoint
+
+    path = out / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise ValueError(f"--resume: no checkpoint at {path}")
+    ck = load_checkpoint(path)
+    saved = ck.get("config", {})
+    now = cfg.to_dict()
+    diff = {k: (saved.get(k), now[k]) for k in RESUME_KEYS
+            if k in saved and (list(saved[k]) if isinstance(saved[k], (list, tuple)) else saved[k])
+            != (list(now[k]) if isinstance(now[k], (list, tuple)) else now[k])}
+    if diff:
+        raise ValueError(f"--resume: {path} was written by a run with other settings "
+                         + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items()))
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    lr_scheduler.load_state_dict(ck["lr_scheduler"])
+    state.step, state.patch_state = int(ck["step"]), dict(ck.get("patch_state") or {})
+    for name, m in model.named_modules():
+        if name in ck.get("sr_calls", {}):
+            m.bf16acc_calls = int(ck["sr_calls"][name])
+    if "rng" in ck:
+        set_rng_state(ck["rng"])
+    log.info("resumed %s: step %d, epoch %d done", path, state.step, ck["epoch"])
+    return int(ck["epoch"]) + 1, list(ck.get("history", []))
+
+
 def build_loaders(train_ds, eval_ds, cfg: TrainConfig, device: torch.device):
     """Seeded shuffling for training. Both datasets go in ``SkipUnreadable``: an image that does not
     decode is logged by name, counted over all workers (``loader.dataset.skipped``) and replaced by the
@@ -60,11 +139,16 @@ def build_loaders(train_ds, eval_ds, cfg: TrainConfig, device: torch.device):
     g.manual_seed(cfg.seed)
     common = dict(collate_fn=drop_none(collate), num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                   persistent_workers=cfg.num_workers > 0)
+    # Training workers are not persistent: each epoch's workers are seeded from the loader's generator,
+    # which run() reseeds per epoch, so an epoch's order and augmentations depend only on (seed, epoch)
+    # and a resumed run replays them exactly (costs one worker start per epoch).
     train = torch.utils.data.DataLoader(SkipUnreadable(train_ds, mode="replace"), batch_size=cfg.per_device_train_batch_size, shuffle=True,
                                         drop_last=len(train_ds) >= cfg.per_device_train_batch_size,
-                                        generator=g, **common)
+                                        generator=g, **(common | {"persistent_workers": False}))
+    # its own generator: starting eval workers must not draw from the global RNG (a resumed run starts
+    # them at another point of the run than an uninterrupted one)
     evl = torch.utils.data.DataLoader(SkipUnreadable(eval_ds, mode="drop"), batch_size=cfg.per_device_eval_batch_size,
-                                      shuffle=False, **common)
+                                      shuffle=False, generator=torch.Generator().manual_seed(cfg.seed + 1), **common)
     return train, evl
 
 
@@ -159,14 +243,20 @@ def run(cfg: TrainConfig) -> dict:
             state.patch_state = new
             log.info("step %d: bf16-accum now %s (%s)", step, schedule.describe(step), counts)
 
+    start_epoch, history = 0, []
+    if cfg.resume:
+        start_epoch, history = resume_from(out, cfg, model, optimizer, lr_scheduler, state)
+        if schedule is not None and state.patch_state:
+            counts = apply_patch_state(model, state.patch_state, specs, cfg.kernel_backend)
+            log.info("resumed patch state %s (%s)", state.patch_state, counts)
+        trim_jsonl(out / "logs" / "layer_errors.jsonl", state.step + 1)
     logger = RunLogger(out, cfg.to_dict(), report_to=cfg.report_to, wandb_project=cfg.wandb_project,
-                       wandb_run_name=cfg.wandb_run_name)
+                       wandb_run_name=cfg.wandb_run_name, resume_step=state.step + 1 if cfg.resume else None)
     ckpt = CheckpointManager(logger.checkpoints_dir, higher_is_better=True)
     log.info("%s run: %d train / %d eval images, %d steps (%d/epoch), device %s, %.2fM params", cfg.regime,
              len(train_ds), len(eval_ds), total_steps, steps_per_epoch, device,
              sum(p.numel() for p in model.parameters()) / 1e6)
 
-    history: list[dict] = []
 
     calib: list[torch.Tensor] = []      # the fixed batch of the per-layer error report (first eval batch)
 
@@ -199,8 +289,9 @@ def run(cfg: TrainConfig) -> dict:
 
     eval_every = cfg.eval_every_steps
     try:
-        for epoch in range(num_epochs):
+        for epoch in range(start_epoch, num_epochs):
             state.epoch = epoch
+            train_loader.generator.manual_seed(cfg.seed + 7919 * epoch)   # order + worker seeds per epoch
             train_one_epoch(model, optimizer, lr_scheduler, train_loader, device, state,
                             precision=cfg.precision, scaler=scaler, max_grad_norm=cfg.max_grad_norm,
                             logger=logger, log_every=cfg.log_every_steps, on_step=on_step,
@@ -216,7 +307,8 @@ def run(cfg: TrainConfig) -> dict:
             ckpt.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "class_names": [labels.id2label[i] for i in range(labels.num_labels)],
                        "lr_scheduler": lr_scheduler.state_dict(), "step": state.step, "epoch": epoch,
-                       "patch_state": state.patch_state, "config": cfg.to_dict()},
+                       "patch_state": state.patch_state, "config": cfg.to_dict(), "history": history,
+                       "rng": rng_state(), "sr_calls": sr_call_counts(model)},
                       epoch=epoch, metric=record["AP"])
             if state.step >= total_steps:
                 break
