@@ -68,3 +68,34 @@ def test_unloadable_model_is_a_clear_error():
     cfg = TrainConfig(dataset="synthetic", model="/nonexistent/yolos-tiny")
     with pytest.raises(RuntimeError, match="tiny-random"):
         build_model(cfg, 3, {0: "a", 1: "b", 2: "c"})
+
+
+def test_aspect_size_follows_yolos_eval_rule():
+    from yolos_bf16accum.data import aspect_size
+
+    assert aspect_size(480, 640) == (512, 688)          # shortest edge 512, 682.7 -> a multiple of 16
+    assert aspect_size(300, 1000) == (256, 864)         # the longest edge caps it at 864
+    assert aspect_size(512, 512) == (512, 512)
+    h, w = aspect_size(427, 640, 48, 80)
+    assert h % 16 == 0 and w % 16 == 0 and max(h, w) <= 80 + 8
+
+
+def test_aspect_eval_keeps_the_normalised_boxes_and_the_aspect(synthetic):
+    """Aspect-preserving eval resizes each image to its own size; the normalised targets are the fixed
+    resize's (both map back to original pixels exactly), and the model runs on the new size."""
+    from yolos_bf16accum.data import DetectionDataset
+    from yolos_bf16accum.model import tiny_yolos_config
+    from transformers import YolosForObjectDetection
+
+    _, eval_ds, gt, labels = synthetic
+    aspect = DetectionDataset(eval_ds.samples, labels, (64, 96), train=False, aspect=(48, 160))
+    px_fixed, t_fixed = eval_ds[0]
+    px, t = aspect[0]
+    s = eval_ds.samples[0]
+    assert px.shape[-2:] == (48, 80) and (s.height, s.width) == (64, 96)   # 64x96 -> shortest 48
+    torch.testing.assert_close(t["boxes"], t_fixed["boxes"], atol=1e-6, rtol=0)
+    torch.manual_seed(0)
+    model = YolosForObjectDetection(tiny_yolos_config(num_labels=3, image_size=(64, 96))).eval()
+    with torch.no_grad():
+        out = model(pixel_values=px[None])
+    assert out.logits.shape[:2] == model(pixel_values=px_fixed[None]).logits.shape[:2]

@@ -35,7 +35,8 @@ def _run(script, tmp_path, *extra):
 def test_baseline_and_progressive_runs_write_everything(tmp_path):
     from yolo_common.checkpoint import load_checkpoint
 
-    base = _run("train_yolos_baseline_bf16.py", tmp_path)
+    base = _run("train_yolos_baseline_bf16.py", tmp_path, "--eval_aspect", "--eval_shortest_edge", "48",
+                "--eval_longest_edge", "160")
     prog = _run("train_yolos_progressive_bf16accum_ste.py", tmp_path, "--blocks_per_stage", "1")
     for out in (base, prog):
         for f in ("config.json", "logs/train.jsonl", "logs/eval.jsonl", "metrics_summary.json",
@@ -52,6 +53,8 @@ def test_baseline_and_progressive_runs_write_everything(tmp_path):
     assert evals[-1]["patched_linears"] == 6 * 4 + 6 and evals[-1]["patched_attention"] == 4
     summary = json.loads((prog / "metrics_summary.json").read_text())
     assert summary["bf16acc_final_state"]["attn"] == [0, 1, 2, 3]
+    aspect = json.loads((base / "metrics_summary.json").read_text())["final_aspect"]
+    assert aspect["shortest_edge"] == 48 and 0 <= aspect["AP"] <= 1 and aspect["num_images"] == 4
     base_eval = [json.loads(l) for l in (base / "logs/eval.jsonl").read_text().splitlines()]
     assert base_eval[-1]["patched_linears"] == 0
     # per-layer error report at every eval with something patched (the baseline writes none)

@@ -72,6 +72,10 @@ def get_args_parser(regime: str) -> argparse.ArgumentParser:
     p.add_argument("--report_to", choices=["none", "wandb"], default="none")
     p.add_argument("--wandb_project", default=None)
     p.add_argument("--wandb_run_name", default=None)
+    p.add_argument("--eval_aspect", action="store_true",
+                   help="at the end, also evaluate aspect-preserving (--eval_shortest_edge/--eval_longest_edge, batch 1)")
+    p.add_argument("--eval_shortest_edge", type=int, default=d.eval_shortest_edge)
+    p.add_argument("--eval_longest_edge", type=int, default=d.eval_longest_edge)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output_dir from checkpoints/last.pt (the same settings)")
     p.add_argument("--eval_only", action="store_true",
@@ -91,13 +95,14 @@ def config_from_args(args: argparse.Namespace, regime: str, argv: Sequence[str])
     keys = ("output_dir", "dataset", "coco_dir", "cppe5_path", "model", "model_config",
             "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate", "weight_decay",
             "num_train_epochs", "max_steps", "precision", "max_train_samples", "max_eval_samples",
-            "image_size", "eval_every_steps", "seed", "device", "num_threads", "num_workers", "schedule", "ramp_mode",
+            "image_size", "eval_every_steps", "eval_shortest_edge", "eval_longest_edge", "seed", "device", "num_threads", "num_workers", "schedule", "ramp_mode",
             "blocks_per_stage", "accum_chunk", "group_chunks", "accum_format", "rounding", "operand_format",
             "bias_placement", "kernel_backend", "wandb_project", "wandb_run_name")
     values = {k: getattr(args, k) for k in keys}
     values["augment"] = not args.no_augment
     values["verify_images"] = args.verify_images
     values["resume"] = args.resume
+    values["eval_aspect"] = args.eval_aspect
     if args.export_onnx:
         values["export_onnx"] = True
     values["report_to"] = None if args.report_to == "none" else args.report_to
@@ -112,6 +117,8 @@ def config_from_args(args: argparse.Namespace, regime: str, argv: Sequence[str])
             overrides["verify_images"] = True
         if "resume" in given:
             overrides["resume"] = True
+        if "eval_aspect" in given:
+            overrides["eval_aspect"] = True
         if "export_onnx" in given:
             overrides["export_onnx"] = True
         return smoke_config(regime, **overrides)

@@ -69,6 +69,11 @@ class TrainConfig:
 
     # ---- eval / logging ----
     eval_every_steps: int | None = None        # None: eval at the end of every epoch
+    # At the end, also evaluate aspect-preserving (shortest edge 512, longest <= 864, as YOLOS reports its
+    # AP), batch 1 since sizes differ; next to the fixed image_size resize the run trains and evaluates with
+    eval_aspect: bool = False
+    eval_shortest_edge: int = 512
+    eval_longest_edge: int = 864
     # At the end: the float model -> <run>/export/yolos.onnx (set contract), scored by yolo_common's ONNX
     # evaluator on the eval split (COCO-layout datasets: coco2017, synthetic)
     export_onnx: bool = False

@@ -75,7 +75,17 @@ class LabelSpace:
         return {i: names.get(i, "N/A") for i in range(self.num_labels)}
 
 
-def build_transforms(image_size: tuple[int, int], train: bool, augment: bool = True):
+def aspect_size(h: int, w: int, shortest: int = 512, longest: int = 864, multiple: int = 16) -> tuple[int, int]:
+    """YOLOS's evaluation size: shortest edge ``shortest`` unless the longest would pass ``longest``,
+    aspect kept, each side rounded to a multiple of the patch size (so no partial patch is dropped; the
+    rounding changes the aspect by < 1 patch, and boxes still map back exactly since they are
+    normalised to the resized image)."""
+    scale = min(shortest / min(h, w), longest / max(h, w))
+    return (max(multiple, int(h * scale / multiple + 0.5) * multiple),
+            max(multiple, int(w * scale / multiple + 0.5) * multiple))
+
+
+def build_transforms(image_size: tuple[int, int] | None, train: bool, augment: bool = True):
     """torchvision v2 pipeline: (train) augmentations as in the HF detection example, then resize.
 
     The HF example uses albumentations; these are the torchvision equivalents (no OpenCV dependency):
@@ -95,8 +105,9 @@ def build_transforms(image_size: tuple[int, int], train: bool, augment: bool = T
             v2.ClampBoundingBoxes(),
             v2.SanitizeBoundingBoxes(min_area=25.0),
         ]
-    ops += [v2.Resize(tuple(image_size), antialias=True), v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if image_size is not None:      # None: the caller resizes (aspect-preserving evaluation)
+        ops.append(v2.Resize(tuple(image_size), antialias=True))
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     return v2.Compose(ops)
 
 
@@ -104,11 +115,14 @@ class DetectionDataset(torch.utils.data.Dataset):
     """Samples -> ``(pixel_values [3, h, w], target)`` (see the module docstring)."""
 
     def __init__(self, samples: list[Sample], labels: LabelSpace, image_size: tuple[int, int],
-                 train: bool, augment: bool = True) -> None:
+                 train: bool, augment: bool = True, aspect: tuple[int, int] | None = None) -> None:
+        """``aspect=(shortest, longest)``: resize each image with :func:`aspect_size` instead of to the
+        fixed ``image_size`` (evaluation as YOLOS reports its AP; sizes then differ per image)."""
         self.samples = samples
         self.labels = labels
         self.cat_to_label = labels.cat_to_label
-        self.transforms = build_transforms(image_size, train, augment)
+        self.aspect = aspect
+        self.transforms = build_transforms(None if aspect else image_size, train, augment)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -128,6 +142,11 @@ class DetectionDataset(torch.utils.data.Dataset):
         boxes = tv_tensors.BoundingBoxes(torch.as_tensor(s.boxes, dtype=torch.float32).reshape(-1, 4),
                                          format="XYXY", canvas_size=(image.height, image.width))
         labels = torch.as_tensor([self.cat_to_label[int(c)] for c in s.category_ids], dtype=torch.int64)
+        if self.aspect:
+            from torchvision.transforms import v2
+
+            size = aspect_size(image.height, image.width, *self.aspect)
+            image, boxes = v2.Resize(size, antialias=True)(image, boxes)
         pixels, target = self.transforms(image, {"boxes": boxes, "labels": labels})
         h, w = pixels.shape[-2:]
         xyxy = target["boxes"].as_subclass(torch.Tensor).reshape(-1, 4)

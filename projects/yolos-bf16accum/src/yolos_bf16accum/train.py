@@ -152,6 +152,25 @@ def build_loaders(train_ds, eval_ds, cfg: TrainConfig, device: torch.device):
     return train, evl
 
 
+def evaluate_aspect(model, eval_ds, cfg: TrainConfig, device, eval_gt, labels) -> dict:
+    """The final model on ``eval_ds``'s images resized aspect-preserving (batch 1: each has its own size)."""
+    from yolo_common.data import SkipUnreadable, drop_none
+
+    from yolos_bf16accum.data import DetectionDataset, collate
+    from yolos_bf16accum.engine import evaluate
+
+    dataset = DetectionDataset(eval_ds.samples, eval_ds.labels, cfg.image_size, train=False,
+                               aspect=(cfg.eval_shortest_edge, cfg.eval_longest_edge))
+    loader = torch.utils.data.DataLoader(SkipUnreadable(dataset, mode="drop"), batch_size=1, shuffle=False,
+                                         collate_fn=drop_none(collate), num_workers=cfg.num_workers,
+                                         generator=torch.Generator().manual_seed(cfg.seed + 2))
+    m = evaluate(model, loader, device, eval_gt, labels.label_to_cat, precision=cfg.precision)
+    log.info("aspect-preserving eval (shortest %d, longest <= %d): AP %.4f AP50 %.4f", cfg.eval_shortest_edge,
+             cfg.eval_longest_edge, m["AP"], m["AP50"])
+    return {k: v for k, v in m.items() if k not in ("per_class", "backend")} | {
+        "shortest_edge": cfg.eval_shortest_edge, "longest_edge": cfg.eval_longest_edge}
+
+
 def export_and_score(model, cfg: TrainConfig, labels, out: Path, final: dict) -> dict | None:
     """``export_onnx``: the float model -> ``<run>/export/yolos.onnx`` -> ``evaluate_onnx`` on the eval split
     (the synthetic set; other datasets are exported only, see below)."""
@@ -330,6 +349,8 @@ def run(cfg: TrainConfig) -> dict:
         "unreadable_train_images": train_loader.dataset.skipped,
         "unreadable_eval_images": eval_loader.dataset.skipped,
     }
+    if cfg.eval_aspect:
+        summary["final_aspect"] = evaluate_aspect(model, eval_ds, cfg, device, eval_gt, labels)
     if cfg.export_onnx:
         summary["onnx"] = export_and_score(model, cfg, labels, out, final)
     atomic_write_json(out / "metrics_summary.json", summary)
