@@ -162,6 +162,8 @@ def main(argv: Sequence[str] | None = None, regime: str = "baseline") -> dict:
         if not (args.eval_only or args.resume):
             raise
         raise SystemExit(f"error: {e}") from None
+    if not summary:            # a rank other than 0 of a distributed run: rank 0 reports
+        return summary
     final = summary["final"]
     print(f"[{regime}] final AP {final['AP']:.4f} AP50 {final['AP50']:.4f} eval loss {final['loss']:.4f} "
           f"after {summary['final_step']} steps -> {cfg.output_dir}/metrics_summary.json")

@@ -245,7 +245,7 @@ def _cppe5_source(path: str, split: str, max_samples: int | None):
     return categories, samples, gt
 
 
-def build_datasets(cfg: TrainConfig):
+def build_datasets(cfg: TrainConfig, generate: bool = True):
     """Train and eval datasets, the eval COCO ground truth and the label space.
 
     Returns:
@@ -259,8 +259,12 @@ def build_datasets(cfg: TrainConfig):
 
         out = Path(cfg.synthetic_dir or Path(cfg.output_dir) / "data")
         h, w = cfg.image_size
-        root = make_synthetic(out, layouts=("coco",), num_train=cfg.synthetic_train, num_val=cfg.synthetic_val,
-                              image_size=(max(w, 32), max(h, 32)), seed=cfg.seed)["coco"]
+        # generate=False: another rank wrote it (make_synthetic empties the folder first: one writer only)
+        root = out / "coco"
+        if generate:
+            root = make_synthetic(out, layouts=("coco",), num_train=cfg.synthetic_train,
+                                  num_val=cfg.synthetic_val, image_size=(max(w, 32), max(h, 32)),
+                                  seed=cfg.seed)["coco"]
         train_src = _coco_source(root, "train2017", cfg.max_train_samples, cfg.verify_images)
         eval_src = _coco_source(root, "val2017", cfg.max_eval_samples, cfg.verify_images)
         coco_ids = False

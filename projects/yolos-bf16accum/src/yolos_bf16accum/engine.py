@@ -28,10 +28,38 @@ def move_targets(targets: list[dict], device: torch.device) -> list[dict]:
     return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
 
 
+def global_batch_loss(out, targets: list[dict], config, world: int) -> torch.Tensor:
+    """This rank's share of the loss one process would compute on the global batch (DDP averages ranks).
+
+    transformers' DETR-style loss normalises by the *local* batch: box terms by this rank's box count,
+    the class term by this rank's class-weight sum (no-object queries weigh ``eos_coefficient``), so the
+    mean of the ranks' losses is not the global batch's loss. (With accelerate's PartialState it does
+    all-reduce the box count, but transformers 5.23 takes accelerate's *mean* and then divides by the world
+    size again: box terms come out world x too large; so no PartialState is created.) Here both
+    normalisers are all-reduced (one 2-float all_reduce per step) and each term rescaled so that
+    averaging over ranks gives exactly the global normalisation, as the original DETR code does for boxes.
+    """
+    import torch.distributed as dist
+
+    if getattr(config, "auxiliary_loss", False):
+        raise NotImplementedError("global-batch loss rescaling covers the final layer's loss only")
+    terms = out.loss_dict
+    n = float(sum(len(t["class_labels"]) for t in targets))
+    queries = out.logits.shape[0] * out.logits.shape[1]
+    weight = n + config.eos_coefficient * (queries - n)       # cross_entropy's weighted-mean denominator
+    local = torch.tensor([n, weight], dtype=torch.float64, device=out.logits.device)
+    total = local.clone()
+    dist.all_reduce(total)
+    box = world * max(n, 1.0) / max(float(total[0]), 1.0)     # HF clamps each normaliser at 1
+    ce = world * weight / float(total[1])
+    return (terms["loss_ce"] * ce + (config.bbox_loss_coefficient * terms["loss_bbox"]
+                                     + config.giou_loss_coefficient * terms["loss_giou"]) * box)
+
+
 def train_one_epoch(model, optimizer, lr_scheduler, data_loader, device, state: TrainState, *,
                     precision: str = "bf16", scaler=None, max_grad_norm: float = 0.1, logger=None,
                     log_every: int = 10, on_step=None, max_steps: int | None = None,
-                    eval_fn=None, eval_every: int | None = None) -> dict:
+                    eval_fn=None, eval_every: int | None = None, world: int = 1) -> dict:
     """One pass over ``data_loader``.
 
     Args:
@@ -45,6 +73,8 @@ def train_one_epoch(model, optimizer, lr_scheduler, data_loader, device, state: 
         on_step: ``on_step(step)`` called before each forward (the progressive patch schedule).
         max_steps: stop once ``state.step`` reaches this.
         eval_fn, eval_every: ``eval_fn()`` every ``eval_every`` steps (mid-epoch evaluation).
+        world: processes of a DDP run (``model`` is the DDP wrapper): the loss is rescaled to the global
+            batch's normalisation (:func:`global_batch_loss`).
 
     Returns:
         Mean of each loss term over the epoch's steps.
@@ -64,6 +94,9 @@ def train_one_epoch(model, optimizer, lr_scheduler, data_loader, device, state: 
         with autocast(device, precision):
             out = model(pixel_values=pixels, labels=targets)
         loss = out.loss
+        if world > 1:
+            cfg = getattr(model, "module", model).config
+            loss = global_batch_loss(out, targets, cfg, world)
         if not torch.isfinite(loss):
             # detectron2's rule: stop loudly with the terms rather than train on NaN
             terms = {k: float(v) for k, v in out.loss_dict.items()}
@@ -80,6 +113,14 @@ def train_one_epoch(model, optimizer, lr_scheduler, data_loader, device, state: 
         lr_scheduler.step()
 
         terms = {"loss": float(loss.detach())} | {k: float(v.detach()) for k, v in out.loss_dict.items()}
+        if world > 1:
+            # the logged loss is the global batch's (the mean of the ranks' rescaled losses); the
+            # individual terms stay this rank's own
+            import torch.distributed as dist
+
+            total = loss.detach().clone()
+            dist.all_reduce(total)
+            terms["loss"] = float(total) / world
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v
         n += 1

@@ -55,6 +55,20 @@ RESUME_KEYS = ("regime", "dataset", "seed", "image_size", "per_device_train_batc
                "model", "model_config")
 
 
+def check_same_on_every_rank(patch_state: dict, world: int) -> None:
+    """The progressive schedule is a function of the step, so every rank patches the same modules; this
+    checks it at each change (one all_gather of a small string) instead of trusting it."""
+    if world < 2:
+        return
+    import torch.distributed as dist
+
+    mine = json.dumps(patch_state, sort_keys=True)
+    states = [None] * world
+    dist.all_gather_object(states, mine)
+    if len(set(states)) != 1:
+        raise RuntimeError(f"ranks disagree on the bf16-accum patch state: {states}")
+
+
 def rng_state() -> dict:
     """The main process's torch / python / numpy RNG states, in weights_only-loadable form."""
     import random
@@ -126,8 +140,10 @@ def resume_from(out: Path, cfg: TrainConfig, model, optimizer, lr_scheduler, sta
     return int(ck["epoch"]) + 1, list(ck.get("history", []))
 
 
-def build_loaders(train_ds, eval_ds, cfg: TrainConfig, device: torch.device):
-    """Seeded shuffling for training. Both datasets go in ``SkipUnreadable``: an image that does not
+def build_loaders(train_ds, eval_ds, cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1):
+    """Seeded shuffling for training: a ``DistributedSampler`` (also for one process), so the global batch
+    of step t is the same images on any number of processes (rank r takes every world-th index of one
+    permutation; ``set_epoch`` per epoch). Both datasets go in ``SkipUnreadable``: an image that does not
     decode is logged by name, counted over all workers (``loader.dataset.skipped``) and replaced by the
     next one (training) or dropped from its batch (evaluation: COCO then scores it as an image with no
     detections, so recall drops instead of the image vanishing)."""
@@ -139,11 +155,16 @@ def build_loaders(train_ds, eval_ds, cfg: TrainConfig, device: torch.device):
     g.manual_seed(cfg.seed)
     common = dict(collate_fn=drop_none(collate), num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                   persistent_workers=cfg.num_workers > 0)
+    wrapped = SkipUnreadable(train_ds, mode="replace")
+    shard = -(-len(train_ds) // world)
+    sampler = torch.utils.data.distributed.DistributedSampler(
+        wrapped, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
+        drop_last=len(train_ds) >= world * cfg.per_device_train_batch_size)
     # Training workers are not persistent: each epoch's workers are seeded from the loader's generator,
-    # which run() reseeds per epoch, so an epoch's order and augmentations depend only on (seed, epoch)
-    # and a resumed run replays them exactly (costs one worker start per epoch).
-    train = torch.utils.data.DataLoader(SkipUnreadable(train_ds, mode="replace"), batch_size=cfg.per_device_train_batch_size, shuffle=True,
-                                        drop_last=len(train_ds) >= cfg.per_device_train_batch_size,
+    # which run() reseeds per epoch, so an epoch's order and augmentations depend only on (seed, epoch,
+    # rank) and a resumed run replays them exactly (costs one worker start per epoch).
+    train = torch.utils.data.DataLoader(wrapped, batch_size=cfg.per_device_train_batch_size, sampler=sampler,
+                                        drop_last=shard >= cfg.per_device_train_batch_size,
                                         generator=g, **(common | {"persistent_workers": False}))
     # its own generator: starting eval workers must not draw from the global RNG (a resumed run starts
     # them at another point of the run than an uninterrupted one)
@@ -229,15 +250,31 @@ def run(cfg: TrainConfig) -> dict:
     from yolos_bf16accum.patching import apply_patch_state, count_patched, encoder_blocks, install_attention_function
     from yolos_bf16accum.schedule import ProgressiveSchedule, parse_schedule
 
+    from yolo_common.distributed import barrier, cleanup, init_distributed
+
     t_start = time.time()
     cfg.seed = seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    # torchrun: one process per device, DDP; the loss is rescaled to the global batch
+    # (engine.global_batch_loss), so N processes x B images train like one process with N x B.
+    info = init_distributed(device)
+    rank, world = info.rank, info.world_size
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    train_ds, eval_ds, eval_gt, labels = build_datasets(cfg)
-    train_loader, eval_loader = build_loaders(train_ds, eval_ds, cfg, device)
+    if rank == 0:
+        train_ds, eval_ds, eval_gt, labels = build_datasets(cfg)
+    barrier()                                   # rank 0 wrote the synthetic set; the others read it
+    if rank != 0:
+        train_ds, eval_ds, eval_gt, labels = build_datasets(cfg, generate=False)
+    train_loader, eval_loader = build_loaders(train_ds, eval_ds, cfg, device, rank, world)
     model = build_model(cfg, labels.num_labels, labels.id2label).to(device)
+    ddp = model
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(model, cfg)
     steps_per_epoch = len(train_loader)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.num_train_epochs * steps_per_epoch))
@@ -252,6 +289,8 @@ def run(cfg: TrainConfig) -> dict:
                                        cfg.ramp_mode, cfg.blocks_per_stage)
         install_attention_function(model)
     specs = cfg.accum_specs()
+    if world > 1:   # decorrelate stochastic rounding across ranks (each rank sees other images anyway)
+        specs = {k: sp.replace(seed=sp.seed + 1000003 * rank) for k, sp in specs.items()}
 
     def on_step(step: int) -> None:
         if schedule is None:
@@ -260,6 +299,7 @@ def run(cfg: TrainConfig) -> dict:
         if new != state.patch_state:
             counts = apply_patch_state(model, new, specs, cfg.kernel_backend)
             state.patch_state = new
+            check_same_on_every_rank(new, world)
             log.info("step %d: bf16-accum now %s (%s)", step, schedule.describe(step), counts)
 
     start_epoch, history = 0, []
@@ -268,10 +308,12 @@ def run(cfg: TrainConfig) -> dict:
         if schedule is not None and state.patch_state:
             counts = apply_patch_state(model, state.patch_state, specs, cfg.kernel_backend)
             log.info("resumed patch state %s (%s)", state.patch_state, counts)
-        trim_jsonl(out / "logs" / "layer_errors.jsonl", state.step + 1)
+        if rank == 0:
+            trim_jsonl(out / "logs" / "layer_errors.jsonl", state.step + 1)
     logger = RunLogger(out, cfg.to_dict(), report_to=cfg.report_to, wandb_project=cfg.wandb_project,
-                       wandb_run_name=cfg.wandb_run_name, resume_step=state.step + 1 if cfg.resume else None)
-    ckpt = CheckpointManager(logger.checkpoints_dir, higher_is_better=True)
+                       wandb_run_name=cfg.wandb_run_name, resume_step=state.step + 1 if cfg.resume else None,
+                       rank=rank)
+    ckpt = CheckpointManager(logger.checkpoints_dir, higher_is_better=True) if rank == 0 else None
     log.info("%s run: %d train / %d eval images, %d steps (%d/epoch), device %s, %.2fM params", cfg.regime,
              len(train_ds), len(eval_ds), total_steps, steps_per_epoch, device,
              sum(p.numel() for p in model.parameters()) / 1e6)
@@ -306,23 +348,34 @@ def run(cfg: TrainConfig) -> dict:
         history.append(record)
         return record
 
+    def eval_on_rank0() -> dict | None:
+        """Rank 0 evaluates the whole eval split; the others wait (evaluation is rare and short)."""
+        record = do_eval() if rank == 0 else None
+        barrier()
+        return record
+
     eval_every = cfg.eval_every_steps
     try:
         for epoch in range(start_epoch, num_epochs):
             state.epoch = epoch
-            train_loader.generator.manual_seed(cfg.seed + 7919 * epoch)   # order + worker seeds per epoch
-            train_one_epoch(model, optimizer, lr_scheduler, train_loader, device, state,
+            train_loader.sampler.set_epoch(epoch)                        # the epoch's permutation
+            train_loader.generator.manual_seed(cfg.seed + 7919 * epoch + 104729 * rank)   # worker seeds
+            train_one_epoch(ddp, optimizer, lr_scheduler, train_loader, device, state,
                             precision=cfg.precision, scaler=scaler, max_grad_norm=cfg.max_grad_norm,
                             logger=logger, log_every=cfg.log_every_steps, on_step=on_step,
-                            max_steps=total_steps, eval_fn=do_eval if eval_every else None,
-                            eval_every=eval_every)
+                            max_steps=total_steps, eval_fn=eval_on_rank0 if eval_every else None,
+                            eval_every=eval_every, world=world)
             if not eval_every or state.step % eval_every:
-                record = do_eval()
+                record = eval_on_rank0()
             else:
-                record = history[-1]
+                record = history[-1] if rank == 0 else None
             if train_loader.dataset.skipped:
                 log.warning("epoch %d: %s so far (replaced by the next image)", epoch,
                             train_loader.dataset.summary())
+            if rank != 0:
+                if state.step >= total_steps:
+                    break
+                continue
             ckpt.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "class_names": [labels.id2label[i] for i in range(labels.num_labels)],
                        "lr_scheduler": lr_scheduler.state_dict(), "step": state.step, "epoch": epoch,
@@ -334,6 +387,9 @@ def run(cfg: TrainConfig) -> dict:
     finally:
         logger.close()
 
+    if rank != 0:           # rank 0 writes the summary and exports; the others are done
+        cleanup()
+        return {}
     final = history[-1]
     summary = {
         "regime": cfg.regime, "seed": cfg.seed, "model": cfg.model_config or cfg.model, "dataset": cfg.dataset,
@@ -345,7 +401,8 @@ def run(cfg: TrainConfig) -> dict:
         "best_AP": max(h["AP"] for h in history), "best_step": max(history, key=lambda h: h["AP"])["step"],
         "evals": [{k: h[k] for k in ("step", "AP", "AP50", "loss")} for h in history],
         "bf16acc_final_state": state.patch_state, "wall_time_s": time.time() - t_start,
-        "train_images": len(train_ds), "eval_images": len(eval_ds),
+        "train_images": len(train_ds), "eval_images": len(eval_ds), "world_size": world,
+        "global_batch": world * cfg.per_device_train_batch_size,
         "unreadable_train_images": train_loader.dataset.skipped,
         "unreadable_eval_images": eval_loader.dataset.skipped,
     }
@@ -356,4 +413,5 @@ def run(cfg: TrainConfig) -> dict:
     atomic_write_json(out / "metrics_summary.json", summary)
     log.info("done in %.1f s: final AP %.4f (best %.4f) -> %s", summary["wall_time_s"], final["AP"],
              summary["best_AP"], out / "metrics_summary.json")
+    cleanup()
     return summary
