@@ -136,7 +136,7 @@ def test_stochastic_rounding_is_unbiased_and_seeded():
 
 
 def test_bad_formats_and_modes_are_clear_errors():
-    for bad in ("e9m3", "e4m0", "fp8", "e5m30"):
+    for bad in ("e9m3", "e4m0", "fp8", "e5m30", "e7m23", "e8m7fn"):
         with pytest.raises(ValueError, match="format"):
             parse_format(bad)
     with pytest.raises(ValueError, match="rounding"):

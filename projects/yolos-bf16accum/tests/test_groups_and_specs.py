@@ -130,3 +130,46 @@ def test_layer_errors_report_each_patched_module_and_rank_the_formats(tiny_model
     assert sum(e5m2[k] > bf16[k] for k in bf16) == len(bf16)
     assert summarize(bf16)["layer_err/max"] == max(bf16.values())
     assert tiny_model.training                           # the report leaves the mode as it found it
+
+
+def test_stochastic_rounding_streams_differ_between_modules_and_between_qk_and_pv(tiny_model):
+    """Two patched modules with the same seed draw different streams (their names), and a PV matmul on
+    SR advances per call even when QKᵀ rounds to nearest."""
+    from yolos_bf16accum.ste import call_spec, next_call
+
+    install_attention_function(tiny_model)
+    n = len(encoder_blocks(tiny_model))
+    sr = AccumSpec(1, rounding="sr", seed=42)
+    apply_patch_state(tiny_model, {"qkv": range(n), "attn": range(n)}, {"default": sr, "qk": AccumSpec(1)})
+    sa = encoder_blocks(tiny_model)[0].attention.attention
+    q, k = sa.query, sa.key
+    assert call_spec(q, sr, 0).seed != call_spec(k, sr, 0).seed
+    seeds = []
+    for _ in range(3):
+        call = next_call(sa)
+        assert call_spec(sa, sa.bf16acc_spec, call) == AccumSpec(1)          # QK^T: RNE, unchanged
+        seeds.append(call_spec(sa, sa.bf16acc_spec_pv, call, stream=1).seed)
+    assert len(set(seeds)) == 3
+
+
+def test_layer_error_reference_is_fp32_under_autocast():
+    """Under bf16 autocast the reference must still be fp32: an fp32-accumulating patched Linear then
+    reports the bf16 operand rounding (~1e-3), not ~0 from comparing against a bf16 reference."""
+    from yolos_bf16accum.layer_errors import layer_errors
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(256, 32)
+
+        def forward(self, pixel_values):
+            return self.lin(pixel_values)
+
+    torch.manual_seed(0)
+    m = Wrap()
+    patch_linear(m.lin, AccumSpec(256, acc="fp32"), backend="emulation")
+    x = torch.randn(16, 256)
+    plain = layer_errors(m, x)["lin"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = layer_errors(m, x)["lin"]
+    assert 1e-4 < plain < 1e-2 and amp > 0.5 * plain

@@ -164,6 +164,8 @@ def test_eval_only_ablation_writes_its_table_from_a_checkpoint(tmp_path):
     rows = {r["config"]: r for r in result["rows"]}
     assert list(rows) == ["none", "mlp", "head", "patch_embed", "all"]
     assert rows["none"]["seeds"] == 1 and rows["all"]["seeds"] == 2
+    # the seeds really differ: two SR streams give two different eval losses
+    assert len({s["loss"] for s in rows["all"]["per_seed"]}) == 2
     assert all(r["eval loss"] != rows["none"]["eval loss"] for n, r in rows.items() if n != "none")
     assert result["datapath"] == "e5m2/sr/c1" and result["eval_images"] == 4
     assert (out / "ablation.md").read_text().count("\n|") == 7 and (out / "ablation.csv").is_file()

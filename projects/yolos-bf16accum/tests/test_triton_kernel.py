@@ -229,9 +229,11 @@ def test_kernels_compile_for_hopper_and_blackwell_without_a_gpu(arch):
 
     exact = compile_for("exact", arch, AccumSpec(1, acc="fp16", rounding="sr", bias="init"))
     dot = compile_for("dot", arch, AccumSpec(32))
-    for asm in (exact, dot):
+    dot16 = compile_for("dot", arch, AccumSpec(32, operands="fp16", acc="fp16"))
+    for asm in (exact, dot, dot16):
         assert asm["cubin"] and f"sm_{arch}" in asm["ptx"]
     assert "mma" in dot["ptx"] and "mma" not in exact["ptx"]
+    assert "bf16" in dot["ptx"] and "f16" in dot16["ptx"].replace("bf16", "")   # fp16 operands stay fp16
 
 
 @pytest.mark.cuda
@@ -242,3 +244,14 @@ def test_cuda_kernel_equals_emulation_for_formats_and_modes(spec):
     a = torch.randn(2, 130, 200, device="cuda", generator=g)
     b = torch.randn(200, 70, device="cuda", generator=g)
     assert torch.equal(bits(triton_accum_matmul(a, b, spec)), bits(accum_matmul(a.cpu(), b.cpu(), spec)).cuda())
+
+
+def test_tensor_core_operand_type_holds_the_operand_format():
+    from yolos_bf16accum.triton_kernels import dot_input_type
+
+    assert dot_input_type(AccumSpec(32)) == 1
+    assert dot_input_type(AccumSpec(32, operands="fp16")) == 2
+    assert dot_input_type(AccumSpec(32, operands="e5m2")) == 2 and dot_input_type(AccumSpec(32, operands="e4m3fn")) == 2
+    with pytest.raises(ValueError, match="bias_init"):
+        triton_accum_matmul(torch.ones(2, 4), torch.ones(4, 3), AccumSpec(4, bias="init"),
+                            bias_init=torch.ones(1), interpret=True)

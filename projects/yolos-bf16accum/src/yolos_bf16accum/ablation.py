@@ -108,6 +108,7 @@ def run_ablation(cfg: TrainConfig, groups: Sequence[str], seeds: int = 1,
             runs.append(m)
         ap = [r["AP"] for r in runs]
         row = {"config": name, "groups": "+".join(gs) or "-", "seeds": len(runs),
+               "per_seed": [{"AP": r["AP"], "AP50": r["AP50"], "loss": r["loss"]} for r in runs],
                "AP": statistics.fmean(ap), "AP ±95%": interval95(ap),
                "AP50": statistics.fmean(r["AP50"] for r in runs), "eval loss": statistics.fmean(r["loss"] for r in runs)}
         rows.append(row)
@@ -119,7 +120,8 @@ def run_ablation(cfg: TrainConfig, groups: Sequence[str], seeds: int = 1,
         r["ΔAP"] = r["AP"] - base
         r["AP rel %"] = 100.0 * r["AP"] / base if base > 0 else float("nan")
     result = {"model": cfg.model_config or cfg.model, "init_checkpoint": init_checkpoint, "dataset": cfg.dataset,
-              "eval_images": len(eval_ds), "datapath": cfg.accum_specs()["qkv"].label, "precision": cfg.precision,
+              "eval_images": len(eval_ds), "datapath": ", ".join(sorted({f"{r}={sp.label}" for r, sp in cfg.accum_specs().items()}))
+              if len({sp for sp in cfg.accum_specs().values()}) > 1 else cfg.accum_specs()["qkv"].label, "precision": cfg.precision,
               "seeds": seeds, "rows": rows, "wall_time_s": time.time() - t0}
     write_tables(result, out)
     return result
@@ -135,11 +137,12 @@ def write_tables(result: dict, out: Path) -> None:
           f"{result['dataset']} ({result['eval_images']} eval images), datapath `{result['datapath']}`, "
           f"autocast {result['precision']}. {note}`none` is the float model; each other row patches every "
           f"block of the listed group(s). ΔAP and AP rel % are against `none`.\n\n"
-          + markdown_table(rows, floatfmt=".4f") + "\n")
+          + markdown_table([{k: v for k, v in r.items() if k != "per_seed"} for r in rows], floatfmt=".4f") + "\n")
     atomic_write_bytes(out / "ablation.md", md.encode())
     atomic_write_json(out / "ablation.json", result)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    flat = [{k: v for k, v in r.items() if k != "per_seed"} for r in rows]
+    w = csv.DictWriter(buf, fieldnames=list(flat[0]))
     w.writeheader()
-    w.writerows(rows)
+    w.writerows(flat)
     atomic_write_bytes(out / "ablation.csv", buf.getvalue().encode())

@@ -94,9 +94,13 @@ def accum_matmul(a: torch.Tensor, b: torch.Tensor, spec: AccumSpec | int = 1, *,
     spec = as_spec(spec)
     if a.shape[-1] != b.shape[-2]:
         raise ValueError(f"inner dimensions differ: a {tuple(a.shape)} @ b {tuple(b.shape)}")
+    if bias_init is not None and tuple(bias_init.shape) != (b.shape[-1],):
+        raise ValueError(f"bias_init must have shape ({b.shape[-1]},), got {tuple(bias_init.shape)}")
     out_dtype = torch.bfloat16 if spec.acc_format.name == "bf16" else torch.float32
-    # Autocast would turn the fp32 updates below into bf16 matmuls: switch it off for this region.
-    with torch.autocast(device_type=a.device.type, enabled=False):
+    # Autocast would turn the fp32 updates below into bf16 matmuls: switch it off for this region. Not
+    # differentiable (the STE layers in ste.py give the gradient): no_grad keeps callers' graphs out of
+    # the reused scratch and lets the out= GEMMs run on inputs that require grad.
+    with torch.autocast(device_type=a.device.type, enabled=False), torch.no_grad():
         opf = spec.operand_format
         batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]

@@ -5,10 +5,10 @@ The emulation's definition sums each chunk's products in k order. Walking K one 
 b[:, k0:k0+C]``, strided slices, no copies) gives the same chunk sum in one BLAS call. That is
 bit-identical *only if* the BLAS kernel sums each length-C dot product in k order starting from +0,
 which no BLAS promises (blocked kernels split K, vector kernels keep several partial sums). So the first
-call for a (device, threads, batched, M, N, K, C) runs a probe: operands whose products span ~2^+-24
+call for a (device, threads, matmul-precision flags, batch count, M, N, K, C) runs a probe: operands whose products span ~2^+-24
 (almost every other summation order rounds differently), plus rows of -0 products (a sum started from
-the first product instead of +0 gives -0), are summed both ways over the first two chunks and the short
-tail chunk, in the call's own layout; the fast path is used for that shape only if every bit agrees,
+the first product instead of +0 gives -0), are summed both ways over every chunk, in the call's own
+layout; the fast path is used for that shape only if every bit agrees,
 else the exact loop runs. :data:`PROBES` records each verdict and :func:`yolos_bf16accum.emulation.path_for`
 names the path a call takes.
 """
@@ -21,8 +21,9 @@ import torch
 PROBES: dict[tuple, bool] = {}
 
 
-# Reused fp32 scratch tensors, one per (name, device): the fast path's chunk-sum and mirror buffers.
-# Grown on demand, never shrunk (at most two tensors the size of the largest output seen).
+# Reused fp32 scratch tensors, one per (name, device): the chunk-sum and fp32-mirror buffers (each the
+# size of the largest output seen) and the rounded a operand (the largest a seen: for attention PV that
+# is B x heads x S^2, ~121 MB at batch 8, 512^2). Grown on demand, never shrunk.
 _SCRATCH: dict[tuple, torch.Tensor] = {}
 
 
@@ -69,22 +70,28 @@ def _probe_operands(batches: int, m: int, k: int, n: int, seed: int, device) -> 
         sign = torch.where(torch.rand(shape, generator=g) < 0.5, -1.0, 1.0)
         return sign * mant * torch.exp2(torch.randint(-12, 13, shape, generator=g).float())
 
-    a, b = spread(batches, m, k), spread(batches, k, n)
-    a[:, : max(1, m // 8)] = -0.0          # rows of -0 products: the sum must come out +0
+    a, b = spread(batches, m, k), spread(batches, k, n).abs()
+    # rows of -0 products (-0 x positive b): a sum started from +0 gives +0, one started from the first
+    # product gives -0. (b positive loses nothing: a's signs and the exponent spread make other orders
+    # round differently.)
+    a[:, : max(1, m // 8)] = -0.0
     return a.to(device), b.to(device)
 
 
 def bmm_is_k_order(batches: int, m: int, n: int, k: int, chunk: int, device: torch.device) -> bool:
     """The probe (cached per shape): does this BLAS sum ``[m, chunk] @ [chunk, n]`` slices in k order?"""
     device = torch.device(device)
-    batched = batches > 1
-    key = (device.type, torch.get_num_threads(), batched, m, n, k, chunk)
+    # everything a BLAS may choose its kernel by: device, threads, TF32/precision flags, the batch count
+    # and the full shape (K fixes the slices' leading dimension)
+    tf32 = device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    key = (str(device), torch.get_num_threads(), torch.get_float32_matmul_precision(), tf32,
+           batches, m, n, k, chunk)
     if key not in PROBES:
         ok = True
-        starts = sorted({0, chunk, (k - 1) // chunk * chunk} & set(chunk_starts(k, chunk)))
-        with torch.autocast(device_type=device.type, enabled=False):
+        starts = list(chunk_starts(k, chunk))     # every slice offset: one pass of the exact loop
+        with torch.autocast(device_type=device.type, enabled=False), torch.no_grad():
             for seed in (0, 1):
-                a, b = _probe_operands(2 if batched else 1, m, k, n, seed, device)
+                a, b = _probe_operands(batches, m, k, n, seed, device)
                 at = a.transpose(1, 2).contiguous()
                 for k0 in starts:
                     fast, exact = chunk_sum(a, b, k0, chunk), k_order_sum(at, b, k0, chunk)

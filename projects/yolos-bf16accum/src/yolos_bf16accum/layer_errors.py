@@ -29,12 +29,15 @@ def layer_errors(model: torch.nn.Module, pixel_values: torch.Tensor) -> dict[str
         if type(m) is BF16AccLinear:
             def hook(mod, inputs, out, name=name):
                 x = inputs[0].float()
-                errors[name] = _rel(out, F.linear(x, mod.weight.float(), None if mod.bias is None else mod.bias.float()))
+                with torch.autocast(x.device.type, enabled=False):   # a real fp32 reference under AMP
+                    ref = F.linear(x, mod.weight.float(), None if mod.bias is None else mod.bias.float())
+                errors[name] = _rel(out, ref)
             hooks.append(m.register_forward_hook(hook))
         elif type(m) is BF16AccPatchConv:
             def hook(mod, inputs, out, name=name):
-                ref = F.conv2d(inputs[0].float(), mod.weight.float(), None if mod.bias is None else mod.bias.float(),
-                               stride=mod.stride)
+                with torch.autocast(inputs[0].device.type, enabled=False):
+                    ref = F.conv2d(inputs[0].float(), mod.weight.float(),
+                                   None if mod.bias is None else mod.bias.float(), stride=mod.stride)
                 errors[name] = _rel(out, ref)
             hooks.append(m.register_forward_hook(hook))
         elif getattr(m, "bf16acc_chunk", None) is not None:

@@ -27,13 +27,14 @@ at a time. Nothing is monkey-patched on a class.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
 from yolos_bf16accum.spec import AccumSpec, as_spec
-from yolos_bf16accum.ste import BF16AccLinear, BF16AccPatchConv, bf16acc_attention, call_spec, check_backend
+from yolos_bf16accum.ste import BF16AccLinear, BF16AccPatchConv, bf16acc_attention, call_spec, check_backend, next_call
 
 GROUPS = ("attn", "mlp", "qkv", "head", "patch_embed")
 BLOCK_GROUPS = ("attn", "mlp", "qkv")
@@ -64,7 +65,7 @@ def resolve_specs(accum: int | AccumSpec | Mapping[str, AccumSpec | int]) -> dic
 
 # ---- linears ---------------------------------------------------------------------------------------
 
-_PATCH_ATTRS = ("accum_chunk", "bf16acc_spec", "bf16acc_backend", "bf16acc_calls")
+_PATCH_ATTRS = ("accum_chunk", "bf16acc_spec", "bf16acc_backend", "bf16acc_calls", "bf16acc_stream")
 
 
 def patch_linear(lin: nn.Linear, accum_chunk: int | AccumSpec = 1, backend: str = "auto") -> nn.Linear:
@@ -151,13 +152,15 @@ def bf16acc_attention_forward(module: nn.Module, query: torch.Tensor, key: torch
         scaling = query.shape[-1] ** -0.5
     backend = getattr(module, "bf16acc_backend", "auto")
     spec_pv = getattr(module, "bf16acc_spec_pv", spec)
-    out = bf16acc_attention(query, key, value, scaling, call_spec(module, spec), backend,
-                            spec_pv=call_spec(module, spec_pv, stream=1))
+    call = next_call(module)
+    out = bf16acc_attention(query, key, value, scaling, call_spec(module, spec, call), backend,
+                            spec_pv=call_spec(module, spec_pv, call, stream=1))
     probe = module.__dict__.get("bf16acc_probe")
     if probe is not None:  # layer_errors(): this core's own error vs fp32 attention on the same q, k, v
         from yolos_bf16accum.ste import standard_attention
 
-        ref = standard_attention(query, key, value, scaling)
+        with torch.autocast(query.device.type, enabled=False):   # a real fp32 reference under AMP
+            ref = standard_attention(query, key, value, scaling)
         probe["error"] = float((out.float() - ref).norm() / ref.norm().clamp_min(1e-30))
     return out.transpose(1, 2).contiguous(), None
 
@@ -179,7 +182,8 @@ def set_attention(module: nn.Module, accum_chunk: int | AccumSpec | None, backen
     """Turns reduced-precision accumulation on (a spec or int chunk for QKᵀ; ``spec_pv`` for PV, default the
     same) or off (``None``) for one self-attention module. ``bf16acc_chunk`` is the on/off flag."""
     if accum_chunk is None:
-        for name in ("bf16acc_chunk", "bf16acc_spec", "bf16acc_spec_pv", "bf16acc_backend", "bf16acc_calls"):
+        for name in ("bf16acc_chunk", "bf16acc_spec", "bf16acc_spec_pv", "bf16acc_backend", "bf16acc_calls",
+                     "bf16acc_stream"):
             module.__dict__.pop(name, None)
         return
     spec = as_spec(accum_chunk)
@@ -260,6 +264,10 @@ def apply_patch_state(model: nn.Module, state: Mapping[str, Iterable[int]],
         patch_conv(conv, specs["patch_embed"], backend)
     else:
         unpatch_conv(conv)
+    # stochastic rounding: one stream per module, from its name (stable across runs and ranks)
+    for name, m in model.named_modules():
+        if is_patched(m):
+            m.bf16acc_stream = zlib.crc32(name.encode())
     return count_patched(model)
 
 

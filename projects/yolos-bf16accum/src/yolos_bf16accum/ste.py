@@ -42,16 +42,22 @@ def matmul(a: torch.Tensor, b: torch.Tensor, spec: AccumSpec | int, backend: str
     return triton_accum_matmul(a, b, spec, bias_init=bias_init, variant="dot" if backend == "triton-dot" else "exact")
 
 
-def call_spec(module: torch.nn.Module, spec: AccumSpec, stream: int = 0) -> AccumSpec:
-    """The spec for this forward call: stochastic rounding draws a fresh stream per call (seed mixed with
-    a per-module call counter and ``stream``), so repeated calls do not reuse one noise pattern while a
-    seeded run stays reproducible. Other modes return ``spec`` unchanged."""
+def next_call(module: torch.nn.Module) -> int:
+    """This module's forward-call number (0, 1, ...): advances once per call, whatever the rounding mode."""
+    calls = module.__dict__.get("bf16acc_calls", 0)
+    module.bf16acc_calls = calls + 1
+    return calls
+
+
+def call_spec(module: torch.nn.Module, spec: AccumSpec, call: int, stream: int = 0) -> AccumSpec:
+    """The spec for one matmul of one forward call: stochastic rounding draws a fresh stream per module
+    (``bf16acc_stream``, set from the module's name by ``patching.apply_patch_state``), per call and per
+    matmul within the call (``stream``: QKᵀ 0, PV 1), so layers and steps never share a noise pattern while
+    a seeded run stays reproducible. Other modes return ``spec`` unchanged."""
     if spec.rounding != "sr":
         return spec
-    calls = module.__dict__.get("bf16acc_calls", 0)
-    if stream == 0:
-        module.bf16acc_calls = calls + 1
-    return dataclasses.replace(spec, seed=int(mix32(spec.seed ^ mix32(calls * 2 + stream))))
+    key = mix32(module.__dict__.get("bf16acc_stream", 0) ^ mix32(call * 2 + stream))
+    return dataclasses.replace(spec, seed=int(mix32(spec.seed ^ key)))
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -115,7 +121,7 @@ class BF16AccLinear(torch.nn.Linear):
         # matmul would) and the weight gradient flows back to the fp32 master through the cast.
         w = self.weight.to(dtype)
         b = None if self.bias is None else self.bias.to(dtype)
-        spec = call_spec(self, self.bf16acc_spec)
+        spec = call_spec(self, self.bf16acc_spec, next_call(self))
         with torch.autocast(device_type=x.device.type, enabled=False):
             return BF16AccLinearFn.apply(x.to(dtype), w, b, spec, self.bf16acc_backend)
 
@@ -151,7 +157,7 @@ class BF16AccPatchConv(torch.nn.Conv2d):
                    .permute(0, 2, 4, 1, 3, 5).reshape(B, nh * nw, C * kh * kw))
         w = self.weight.to(dtype).reshape(self.out_channels, -1)
         b = None if self.bias is None else self.bias.to(dtype)
-        spec = call_spec(self, self.bf16acc_spec)
+        spec = call_spec(self, self.bf16acc_spec, next_call(self))
         with torch.autocast(device_type=x.device.type, enabled=False):
             y = BF16AccLinearFn.apply(patches.to(dtype), w, b, spec, self.bf16acc_backend)
         return y.reshape(B, nh, nw, self.out_channels).permute(0, 3, 1, 2)

@@ -170,11 +170,12 @@ def _acc_dot_kernel(a_ptr, b_ptr, s0_ptr, c_ptr, M, N, K, SEED,
                     stride_cb, stride_cm, stride_cn,
                     CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_INIT: tl.constexpr,
                     ROUND: tl.constexpr, MAN: tl.constexpr, EMIN_B: tl.constexpr, MAX_BITS: tl.constexpr,
-                    MODE: tl.constexpr, FN: tl.constexpr, DOT_BF16: tl.constexpr):
+                    MODE: tl.constexpr, FN: tl.constexpr, DOT_IN: tl.constexpr):
     """The tensor-core variant: each chunk sum is one ``tl.dot`` (fp32 accumulate), then the same rounding.
 
-    ``DOT_BF16``: feed the MMA bf16 operands (compiled, operands are bf16 values); the interpreter gets
-    fp32 operands with ``input_precision="ieee"`` (its bf16 dot is wrong).
+    ``DOT_IN``: the MMA's operand type, one that holds the operand format exactly: 1 = bf16 (bf16 and
+    8-exponent-bit formats), 2 = fp16 (fp16, e5m2, e4m3fn); 0 = fp32 with ``input_precision="ieee"``,
+    the interpreter's (its bf16/fp16 dot is wrong).
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -193,8 +194,10 @@ def _acc_dot_kernel(a_ptr, b_ptr, s0_ptr, c_ptr, M, N, K, SEED,
     for k0 in range(0, K, CHUNK):
         a = tl.load(a_tile + k0 * stride_ak, mask=mask_m[:, None], other=0.0)
         b = tl.load(b_tile + k0 * stride_bk, mask=mask_n[None, :], other=0.0)
-        if DOT_BF16:
+        if DOT_IN == 1:
             c = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
+        elif DOT_IN == 2:
+            c = tl.dot(a.to(tl.float16), b.to(tl.float16), out_dtype=tl.float32)
         else:
             c = tl.dot(a, b, input_precision="ieee", out_dtype=tl.float32)
         s = _round_sum(s + c, idx, k0 // CHUNK, SEED, ROUND, MAN, EMIN_B, MAX_BITS, MODE, FN)
@@ -278,6 +281,16 @@ def round_bits_bf16(bits: torch.Tensor, *, interpret: bool | None = None) -> tor
     return round_bits_kernel(bits, "bf16", "rne", interpret=interpret)
 
 
+def dot_input_type(spec: AccumSpec) -> int:
+    """The tensor-core operand type that represents ``spec``'s operand format exactly (1 bf16, 2 fp16)."""
+    op = spec.operand_format
+    if op.name == "bf16" or (op.exp_bits > 5 and op.man_bits <= 7):
+        return 1
+    if op.exp_bits <= 5 and op.man_bits <= 10:
+        return 2
+    raise ValueError(f"the tensor-core variant has no MMA type that holds operand format {op.name} exactly")
+
+
 def _pow2_at_most(n: int, cap: int) -> int:
     return max(16, min(cap, triton.next_power_of_2(max(n, 1))))
 
@@ -309,6 +322,10 @@ def triton_accum_matmul(a: torch.Tensor, b: torch.Tensor, spec: AccumSpec | int 
         raise ValueError(f"variant must be exact or dot, got {variant!r}")
     if variant == "dot" and spec.chunk % 16:
         raise ValueError(f"the tensor-core variant needs a chunk that is a multiple of 16 (tl.dot's K), got {spec.chunk}")
+    if bias_init is not None and tuple(bias_init.shape) != (b.shape[-1],):
+        raise ValueError(f"bias_init must have shape ({b.shape[-1]},), got {tuple(bias_init.shape)}")
+    if variant == "dot":
+        dot_input_type(spec)
     if interpret is None:
         interpret = a.device.type != "cuda"
     if not interpret and a.device.type != "cuda":
@@ -346,7 +363,7 @@ def triton_accum_matmul(a: torch.Tensor, b: torch.Tensor, spec: AccumSpec | int 
     cap = 128 if interpret else 64
     block_m, block_n = _pow2_at_most(M, cap), _pow2_at_most(N, cap)
     grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n), nb)
-    extra = {} if variant == "exact" else {"DOT_BF16": not interpret}
+    extra = {} if variant == "exact" else {"DOT_IN": 0 if interpret else dot_input_type(spec)}
     _compiled(bool(interpret), variant)[grid](
         at, bt, s0, out, M, N, K + pad, spec.seed & MASK32,
         *a_strides, bt.stride(0), bt.stride(1), bt.stride(2),
@@ -391,7 +408,7 @@ def compile_for(variant: str, arch: int, spec: AccumSpec | int = 32, *, block: i
                                "stride_bn", "stride_cb", "stride_cm", "stride_cn")}
     const = dict(CHUNK=spec.chunk, BLOCK_M=block, BLOCK_N=block, HAS_INIT=spec.bias == "init", **round_params(spec))
     if variant == "dot":
-        const["DOT_BF16"] = True
+        const["DOT_IN"] = dot_input_type(spec)
     sig = {}
     for name in kernel.arg_names:
         sig[name] = ptrs.get(name) or ints.get(name) or ("i64" if name == "SEED" else "constexpr")
