@@ -76,6 +76,7 @@ def test_aspect_size_follows_yolos_eval_rule():
     assert aspect_size(480, 640) == (512, 688)          # shortest edge 512, 682.7 -> a multiple of 16
     assert aspect_size(300, 1000) == (256, 864)         # the longest edge caps it at 864
     assert aspect_size(512, 512) == (512, 512)
+    assert aspect_size(300, 1000, 512, 856) == (256, 848)     # rounding never passes the longest edge
     h, w = aspect_size(427, 640, 48, 80)
     assert h % 16 == 0 and w % 16 == 0 and max(h, w) <= 80 + 8
 

@@ -218,7 +218,11 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch):
         assert lines(whole, name) == lines(parts, name), name
     sa, sb = (json.loads((r / "metrics_summary.json").read_text()) for r in (whole, parts))
     assert sa["evals"] == sb["evals"] and len(sa["evals"]) == 3
-    # a resume with other settings is refused with a clear error
+    # a resume with other settings is refused with a clear error (also the optimiser's, which
+    # load_state_dict would otherwise silently override)
+    with pytest.raises(SystemExit, match="learning_rate"):
+        _run("train_yolos_progressive_bf16accum_ste.py", tmp_path / "parts", *args, "--learning_rate", "3e-4",
+             "--resume")
     with pytest.raises(SystemExit, match="accum_chunk"):
         other = [("32" if x == "16" else x) for x in args]
         _run("train_yolos_progressive_bf16accum_ste.py", tmp_path / "parts", *other, "--resume")
@@ -284,3 +288,12 @@ def test_two_process_gloo_run_equals_one_process_with_the_same_global_batch(tmp_
     l2 = (two / "logs/train.jsonl").read_text().splitlines()
     assert len(l1) == len(l2)                             # written once, by rank 0
     assert len((two / "logs/eval.jsonl").read_text().splitlines()) == 3
+
+
+def test_trim_drops_later_steps_and_a_torn_last_line(tmp_path):
+    from yolos_bf16accum.train import trim_jsonl
+
+    p = tmp_path / "layer_errors.jsonl"
+    p.write_text('{"step": 2, "errors": {}}\n{"step": 4, "errors": {}}\n{"step": 6, "err')
+    trim_jsonl(p, 5)
+    assert p.read_text() == '{"step": 2, "errors": {}}\n{"step": 4, "errors": {}}\n'

@@ -78,11 +78,15 @@ class LabelSpace:
 def aspect_size(h: int, w: int, shortest: int = 512, longest: int = 864, multiple: int = 16) -> tuple[int, int]:
     """YOLOS's evaluation size: shortest edge ``shortest`` unless the longest would pass ``longest``,
     aspect kept, each side rounded to a multiple of the patch size (so no partial patch is dropped; the
-    rounding changes the aspect by < 1 patch, and boxes still map back exactly since they are
-    normalised to the resized image)."""
+    rounding changes each side by < 1 patch and never takes it past ``longest``; boxes still map back
+    exactly since they are normalised to the resized image)."""
     scale = min(shortest / min(h, w), longest / max(h, w))
-    return (max(multiple, int(h * scale / multiple + 0.5) * multiple),
-            max(multiple, int(w * scale / multiple + 0.5) * multiple))
+
+    def side(x: float) -> int:
+        r = max(multiple, int(x / multiple + 0.5) * multiple)
+        return r if r <= longest else max(multiple, int(x // multiple) * multiple)   # never past longest
+
+    return side(h * scale), side(w * scale)
 
 
 def build_transforms(image_size: tuple[int, int] | None, train: bool, augment: bool = True):

@@ -45,11 +45,18 @@ def global_batch_loss(out, targets: list[dict], config, world: int) -> torch.Ten
         raise NotImplementedError("global-batch loss rescaling covers the final layer's loss only")
     terms = out.loss_dict
     n = float(sum(len(t["class_labels"]) for t in targets))
-    queries = out.logits.shape[0] * out.logits.shape[1]
-    weight = n + config.eos_coefficient * (queries - n)       # cross_entropy's weighted-mean denominator
-    local = torch.tensor([n, weight], dtype=torch.float64, device=out.logits.device)
+    q = out.logits.shape[1]
+    matched = float(sum(min(len(t["class_labels"]), q) for t in targets))   # one query per box, at most Q
+    weight = matched + config.eos_coefficient * (out.logits.shape[0] * q - matched)   # CE's weighted-mean denominator
+    # a non-finite loss on any rank stops every rank (one rank raising alone would hang the others in
+    # DDP's gradient all-reduce)
+    bad = 0.0 if bool(torch.isfinite(out.loss)) else 1.0
+    local = torch.tensor([n, weight, bad], dtype=torch.float64, device=out.logits.device)
     total = local.clone()
     dist.all_reduce(total)
+    if total[2] > 0:
+        raise FloatingPointError(f"non-finite loss on {int(total[2])} rank(s): "
+                                 f"{ {k: float(v) for k, v in terms.items()} } here")
     box = world * max(n, 1.0) / max(float(total[0]), 1.0)     # HF clamps each normaliser at 1
     ce = world * weight / float(total[1])
     return (terms["loss_ce"] * ce + (config.bbox_loss_coefficient * terms["loss_bbox"]

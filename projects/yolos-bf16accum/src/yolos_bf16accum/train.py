@@ -47,12 +47,13 @@ def build_lr_scheduler(optimizer, total_steps: int, warmup_ratio: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-# Config keys a resumed run must share with the checkpoint's: they fix the step count, the data order
-# and what the schedule patches when.
-RESUME_KEYS = ("regime", "dataset", "seed", "image_size", "per_device_train_batch_size", "num_train_epochs",
-               "max_steps", "max_train_samples", "synthetic_train", "schedule", "ramp_mode", "blocks_per_stage",
-               "accum_chunk", "group_chunks", "accum_format", "rounding", "operand_format", "bias_placement",
-               "model", "model_config")
+# The only config keys a resumed run may change: where it logs and reports, threads, and what it does after
+# training or at evaluation (evaluation leaves training untouched: the SR call counters are restored around
+# it). Anything else (optimisation, data, datapath, workers, device...) would change the numbers, so a
+# difference is refused.
+RESUME_MAY_CHANGE = ("output_dir", "resume", "num_threads", "report_to", "wandb_project", "wandb_run_name",
+                     "log_every_steps", "export_onnx", "eval_aspect", "eval_shortest_edge", "eval_longest_edge",
+                     "per_device_eval_batch_size")
 
 
 def check_same_on_every_rank(patch_state: dict, world: int) -> None:
@@ -70,13 +71,14 @@ def check_same_on_every_rank(patch_state: dict, world: int) -> None:
 
 
 def rng_state() -> dict:
-    """The main process's torch / python / numpy RNG states, in weights_only-loadable form."""
+    """The main process's torch (CPU and CUDA) / python / numpy RNG states, in weights_only-loadable form."""
     import random
 
     import numpy as np
 
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda, "python": list(random.getstate()[1]),
             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2],
             "numpy": torch.from_numpy(keys.astype("int64")), "numpy_pos": int(pos),
             "numpy_gauss": [int(has_gauss), float(gauss)]}
@@ -88,6 +90,8 @@ def set_rng_state(st: dict) -> None:
     import numpy as np
 
     torch.set_rng_state(st["torch"])
+    if st.get("cuda") and torch.cuda.is_available() and len(st["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(st["cuda"])
     random.setstate((st["python_version"], tuple(st["python"]), st["python_gauss"]))
     np.random.set_state(("MT19937", st["numpy"].numpy().astype("uint32"), st["numpy_pos"],
                          st["numpy_gauss"][0], st["numpy_gauss"][1]))
@@ -98,20 +102,36 @@ def sr_call_counts(model: torch.nn.Module) -> dict[str, int]:
     return {n: int(m.__dict__["bf16acc_calls"]) for n, m in model.named_modules() if "bf16acc_calls" in m.__dict__}
 
 
+def set_sr_call_counts(model: torch.nn.Module, counts: dict[str, int]) -> None:
+    for name, m in model.named_modules():
+        if name in counts:
+            m.bf16acc_calls = int(counts[name])
+
+
 def trim_jsonl(path: Path, first_dropped_step: int) -> None:
-    """Drops lines logged at or after ``first_dropped_step`` (by the killed run, after its last checkpoint)."""
+    """Drops lines logged at or after ``first_dropped_step`` (by the killed run, after its last checkpoint),
+    and a torn last line (killed mid-write)."""
     from yolo_common.checkpoint import atomic_write_bytes
 
     if not path.is_file():
         return
-    keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] < first_dropped_step]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("step", first_dropped_step) < first_dropped_step:
+            keep.append(line)
     atomic_write_bytes(path, ("".join(l + "\n" for l in keep)).encode())
 
 
-def resume_from(out: Path, cfg: TrainConfig, model, optimizer, lr_scheduler, state) -> tuple[int, list]:
+def resume_from(out: Path, cfg: TrainConfig, model, optimizer, lr_scheduler, state, scaler=None,
+                world: int = 1) -> tuple[int, list]:
     """Loads ``<out>/checkpoints/last.pt`` (weights_only) into the run; returns (first epoch, eval history).
 
-    Raises ValueError when there is no checkpoint or a key of ``RESUME_KEYS`` differs from the saved run.
+    Raises ValueError when there is no checkpoint, the world size differs, or a config key outside
+    ``RESUME_MAY_CHANGE`` differs from the saved run's.
     """
     from yolo_common.checkpoint import load_checkpoint
 
@@ -121,19 +141,22 @@ def resume_from(out: Path, cfg: TrainConfig, model, optimizer, lr_scheduler, sta
     ck = load_checkpoint(path)
     saved = ck.get("config", {})
     now = cfg.to_dict()
-    diff = {k: (saved.get(k), now[k]) for k in RESUME_KEYS
+    diff = {k: (saved.get(k), now[k]) for k in now if k not in RESUME_MAY_CHANGE
             if k in saved and (list(saved[k]) if isinstance(saved[k], (list, tuple)) else saved[k])
             != (list(now[k]) if isinstance(now[k], (list, tuple)) else now[k])}
+    if int(ck.get("world_size", 1)) != world:
+        diff["world_size"] = (int(ck.get("world_size", 1)), world)
     if diff:
         raise ValueError(f"--resume: {path} was written by a run with other settings "
                          + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items()))
     model.load_state_dict(ck["model"])
     optimizer.load_state_dict(ck["optimizer"])
     lr_scheduler.load_state_dict(ck["lr_scheduler"])
+    if scaler is not None and ck.get("scaler"):
+        scaler.load_state_dict(ck["scaler"])
     state.step, state.patch_state = int(ck["step"]), dict(ck.get("patch_state") or {})
-    for name, m in model.named_modules():
-        if name in ck.get("sr_calls", {}):
-            m.bf16acc_calls = int(ck["sr_calls"][name])
+    state.epoch = int(ck["epoch"])
+    set_sr_call_counts(model, ck.get("sr_calls", {}))
     if "rng" in ck:
         set_rng_state(ck["rng"])
     log.info("resumed %s: step %d, epoch %d done", path, state.step, ck["epoch"])
@@ -257,7 +280,9 @@ def run(cfg: TrainConfig) -> dict:
     device = resolve_device(cfg.device)
     # torchrun: one process per device, DDP; the loss is rescaled to the global batch
     # (engine.global_batch_loss), so N processes x B images train like one process with N x B.
-    info = init_distributed(device)
+    # rank 0 evaluates alone while the others wait in a barrier: with emulated layers on COCO that can
+    # take long, so the collective timeout is generous
+    info = init_distributed(device, timeout_s=6 * 3600.0)
     rank, world = info.rank, info.world_size
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
@@ -275,6 +300,10 @@ def run(cfg: TrainConfig) -> dict:
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    if world > 1:
+        # in-process augmentations (num_workers 0) draw from the global RNG: a different stream per rank
+        # (DDP has already broadcast rank 0's initial weights)
+        seed_everything(cfg.seed + 1000 * rank)
     optimizer = build_optimizer(model, cfg)
     steps_per_epoch = len(train_loader)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.num_train_epochs * steps_per_epoch))
@@ -304,7 +333,7 @@ def run(cfg: TrainConfig) -> dict:
 
     start_epoch, history = 0, []
     if cfg.resume:
-        start_epoch, history = resume_from(out, cfg, model, optimizer, lr_scheduler, state)
+        start_epoch, history = resume_from(out, cfg, model, optimizer, lr_scheduler, state, scaler, world)
         if schedule is not None and state.patch_state:
             counts = apply_patch_state(model, state.patch_state, specs, cfg.kernel_backend)
             log.info("resumed patch state %s (%s)", state.patch_state, counts)
@@ -322,6 +351,14 @@ def run(cfg: TrainConfig) -> dict:
     calib: list[torch.Tensor] = []      # the fixed batch of the per-layer error report (first eval batch)
 
     def do_eval() -> dict:
+        # evaluation must not move training's stochastic-rounding streams: counters restored afterwards
+        counters = sr_call_counts(model)
+        try:
+            return _do_eval()
+        finally:
+            set_sr_call_counts(model, counters)
+
+    def _do_eval() -> dict:
         metrics = evaluate(model, eval_loader, device, eval_gt, labels.label_to_cat, precision=cfg.precision)
         patched = count_patched(model)
         layer_err = {}
@@ -380,7 +417,8 @@ def run(cfg: TrainConfig) -> dict:
                        "class_names": [labels.id2label[i] for i in range(labels.num_labels)],
                        "lr_scheduler": lr_scheduler.state_dict(), "step": state.step, "epoch": epoch,
                        "patch_state": state.patch_state, "config": cfg.to_dict(), "history": history,
-                       "rng": rng_state(), "sr_calls": sr_call_counts(model)},
+                       "rng": rng_state(), "sr_calls": sr_call_counts(model), "world_size": world,
+                       "scaler": scaler.state_dict() if hasattr(scaler, "state_dict") else {}},
                       epoch=epoch, metric=record["AP"])
             if state.step >= total_steps:
                 break
