@@ -277,3 +277,31 @@ def test_resume_trims_jsonl_and_purges_tensorboard(tmp_path):
     events = ev.Scalars("train/loss")
     assert [e.step for e in events] == list(range(10))
     assert [e.value for e in events][5:] == [105.0, 106.0, 107.0, 108.0, 109.0]
+
+
+def test_record_logs_hold_nested_fields_and_are_trimmed_on_resume(tmp_path):
+    """log_record writes any structured record to logs/<name>.jsonl (non-finite floats -> null, like the
+    scalars); a resume trims it with the train/eval logs, torn last line included; ranks > 0 write nothing."""
+    import json
+
+    import pytest
+
+    from yolo_common.runlog import RunLogger
+
+    first = RunLogger(tmp_path, rank=0, curves_on_close=False)
+    for step in (2, 4, 6):
+        first.log_record("layer_errors", step, 0, errors={"a.b": 0.5, "c": float("nan")})
+    first.close()
+    path = tmp_path / "logs" / "layer_errors.jsonl"
+    assert json.loads(path.read_text().splitlines()[0])["errors"] == {"a.b": 0.5, "c": None}
+    with open(path, "a") as f:
+        f.write('{"step": 8, "err')
+    second = RunLogger(tmp_path, rank=0, curves_on_close=False, resume_step=5)
+    assert second.trimmed["layer_errors"] == 2
+    second.log_record("layer_errors", 6, 1, errors={})
+    second.close()
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [2, 4, 6]
+    assert RunLogger(tmp_path / "r1", rank=1).log_record("layer_errors", 1) is None
+    assert not (tmp_path / "r1").exists()
+    with pytest.raises(ValueError, match="record log name"):
+        second.log_record("train", 1)

@@ -328,7 +328,8 @@ class RunLogger:
         if not self.active:
             return
         if self.resume_step is not None:
-            self.trimmed = {split: self._trim(split) for split in ("train", "eval")}
+            extra = sorted(p.stem for p in (self.root / "logs").glob("*.jsonl") if p.stem not in ("train", "eval"))
+            self.trimmed = {split: self._trim(split) for split in ("train", "eval", *extra)}
         if config is not None:
             self.save_config(config)
         targets = [report_to] if isinstance(report_to, str) else list(report_to or [])
@@ -397,10 +398,17 @@ class RunLogger:
         record.update((str(k), to_jsonable(v)) for k, v in scalars.items())
         return record
 
+    def _log_path(self, split: str) -> Path:
+        if split == "train":
+            return self.train_log_path
+        if split == "eval":
+            return self.eval_log_path
+        return self.root / "logs" / f"{split}.jsonl"
+
     def _append(self, split: str, record: dict) -> None:
         f = self._files.get(split)
         if f is None:
-            path = self.train_log_path if split == "train" else self.eval_log_path
+            path = self._log_path(split)
             path.parent.mkdir(parents=True, exist_ok=True)
             f = self._files[split] = path.open("a", encoding="utf-8")
         f.write(json.dumps(record, allow_nan=False) + "\n")
@@ -441,6 +449,19 @@ class RunLogger:
         """Like ``log_train`` but to ``logs/eval.jsonl`` and the ``eval/`` TB/W&B namespace."""
         return self._log("eval", step, epoch, scalars)
 
+    def log_record(self, name: str, step: int, epoch: int | float | None = None, **fields: Any) -> dict | None:
+        """Appends one structured record (nested dicts allowed) to ``logs/<name>.jsonl``, JSONL only (no
+        TB/W&B): per-layer tables and the like. Trimmed on resume like the train/eval logs."""
+        if not name.isidentifier() or name in ("train", "eval"):
+            raise ValueError(f"bad record log name {name!r}: an identifier other than train/eval")
+        if not self.active:
+            return None
+        if self._closed:
+            raise RuntimeError(f"RunLogger for {self.root} is closed")
+        record = self._record(step, epoch, fields)
+        self._append(name, record)
+        return record
+
     def tb_writer(self):
         """The run's ``SummaryWriter`` (images, histograms...), or ``None`` on ranks > 0 / without TB."""
         return self._writer() if self.active and self.tensorboard else None
@@ -458,7 +479,7 @@ class RunLogger:
         """Drops the records with ``step >= resume_step`` (and a torn last line); returns how many."""
         from yolo_common.checkpoint import atomic_write_bytes
 
-        path = self.train_log_path if split == "train" else self.eval_log_path
+        path = self._log_path(split)
         if not path.is_file():
             return 0
         kept, dropped = [], 0

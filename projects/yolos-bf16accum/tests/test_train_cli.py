@@ -288,12 +288,3 @@ def test_two_process_gloo_run_equals_one_process_with_the_same_global_batch(tmp_
     l2 = (two / "logs/train.jsonl").read_text().splitlines()
     assert len(l1) == len(l2)                             # written once, by rank 0
     assert len((two / "logs/eval.jsonl").read_text().splitlines()) == 3
-
-
-def test_trim_drops_later_steps_and_a_torn_last_line(tmp_path):
-    from yolos_bf16accum.train import trim_jsonl
-
-    p = tmp_path / "layer_errors.jsonl"
-    p.write_text('{"step": 2, "errors": {}}\n{"step": 4, "errors": {}}\n{"step": 6, "err')
-    trim_jsonl(p, 5)
-    assert p.read_text() == '{"step": 2, "errors": {}}\n{"step": 4, "errors": {}}\n'

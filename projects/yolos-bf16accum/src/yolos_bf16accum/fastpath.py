@@ -101,4 +101,9 @@ def bmm_is_k_order(batches: int, m: int, n: int, k: int, chunk: int, device: tor
                 if not ok:
                     break
         PROBES[key] = ok
+        if not ok:   # say it once: the exact loop is several times slower
+            import logging
+
+            logging.getLogger(__name__).info("BLAS does not sum %dx%d @ %dx%d chunks in k order (batches %d, "
+                                             "K %d): exact loop", m, chunk, chunk, n, batches, k)
     return PROBES[key]

@@ -74,22 +74,30 @@ def patch_linear(lin: nn.Linear, accum_chunk: int | AccumSpec = 1, backend: str 
         raise TypeError(f"expected an nn.Linear, got {type(lin).__name__}")
     if type(lin) not in (nn.Linear, BF16AccLinear):
         raise TypeError(f"refusing to class-swap a {type(lin).__name__} (a subclass with its own forward)")
-    # Validate before the class swap: a bad argument must leave the module untouched.
-    spec, backend = as_spec(accum_chunk), check_backend(backend)
-    lin.__class__ = BF16AccLinear
-    lin.bf16acc_spec = spec
-    lin.accum_chunk = spec.chunk
-    lin.bf16acc_backend = backend
+    _swap_in(lin, BF16AccLinear, accum_chunk, backend)
+    lin.accum_chunk = lin.bf16acc_spec.chunk
     return lin
 
 
 def unpatch_linear(lin: nn.Linear) -> nn.Linear:
     """Undoes :func:`patch_linear` (a no-op on a plain ``nn.Linear``)."""
-    if type(lin) is BF16AccLinear:
-        lin.__class__ = nn.Linear
+    return _swap_out(lin, BF16AccLinear, nn.Linear)
+
+
+def _swap_in(module: nn.Module, cls: type, accum, backend: str) -> None:
+    # Validate before the class swap: a bad argument must leave the module untouched.
+    spec, backend = as_spec(accum), check_backend(backend)
+    module.__class__ = cls
+    module.bf16acc_spec = spec
+    module.bf16acc_backend = backend
+
+
+def _swap_out(module: nn.Module, cls: type, plain: type) -> nn.Module:
+    if type(module) is cls:
+        module.__class__ = plain
         for name in _PATCH_ATTRS:
-            lin.__dict__.pop(name, None)
-    return lin
+            module.__dict__.pop(name, None)
+    return module
 
 
 def patch_conv(conv: nn.Conv2d, accum: int | AccumSpec = 1, backend: str = "auto") -> nn.Conv2d:
@@ -97,20 +105,13 @@ def patch_conv(conv: nn.Conv2d, accum: int | AccumSpec = 1, backend: str = "auto
     if type(conv) not in (nn.Conv2d, BF16AccPatchConv):
         raise TypeError(f"expected a plain nn.Conv2d, got {type(conv).__name__}")
     BF16AccPatchConv.check_patchify(conv)
-    spec, backend = as_spec(accum), check_backend(backend)
-    conv.__class__ = BF16AccPatchConv
-    conv.bf16acc_spec = spec
-    conv.bf16acc_backend = backend
+    _swap_in(conv, BF16AccPatchConv, accum, backend)
     return conv
 
 
 def unpatch_conv(conv: nn.Conv2d) -> nn.Conv2d:
     """Undoes :func:`patch_conv`."""
-    if type(conv) is BF16AccPatchConv:
-        conv.__class__ = nn.Conv2d
-        for name in _PATCH_ATTRS:
-            conv.__dict__.pop(name, None)
-    return conv
+    return _swap_out(conv, BF16AccPatchConv, nn.Conv2d)
 
 
 def patch_embedding_conv(model: nn.Module) -> nn.Conv2d:

@@ -108,24 +108,6 @@ def set_sr_call_counts(model: torch.nn.Module, counts: dict[str, int]) -> None:
             m.bf16acc_calls = int(counts[name])
 
 
-def trim_jsonl(path: Path, first_dropped_step: int) -> None:
-    """Drops lines logged at or after ``first_dropped_step`` (by the killed run, after its last checkpoint),
-    and a torn last line (killed mid-write)."""
-    from yolo_common.checkpoint import atomic_write_bytes
-
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("step", first_dropped_step) < first_dropped_step:
-            keep.append(line)
-    atomic_write_bytes(path, ("".join(l + "\n" for l in keep)).encode())
-
-
 def resume_from(out: Path, cfg: TrainConfig, model, optimizer, lr_scheduler, state, scaler=None,
                 world: int = 1) -> tuple[int, list]:
     """Loads ``<out>/checkpoints/last.pt`` (weights_only) into the run; returns (first epoch, eval history).
@@ -337,8 +319,6 @@ def run(cfg: TrainConfig) -> dict:
         if schedule is not None and state.patch_state:
             counts = apply_patch_state(model, state.patch_state, specs, cfg.kernel_backend)
             log.info("resumed patch state %s (%s)", state.patch_state, counts)
-        if rank == 0:
-            trim_jsonl(out / "logs" / "layer_errors.jsonl", state.step + 1)
     logger = RunLogger(out, cfg.to_dict(), report_to=cfg.report_to, wandb_project=cfg.wandb_project,
                        wandb_run_name=cfg.wandb_run_name, resume_step=state.step + 1 if cfg.resume else None,
                        rank=rank)
@@ -371,8 +351,7 @@ def run(cfg: TrainConfig) -> dict:
                 with autocast(device, cfg.precision):
                     errors = layer_errors(model, calib[0])
                 layer_err = summarize(errors)
-                with (out / "logs" / "layer_errors.jsonl").open("a") as f:
-                    f.write(json.dumps({"step": state.step, "epoch": state.epoch, "errors": errors}) + "\n")
+                logger.log_record("layer_errors", state.step, state.epoch, errors=errors)
         groups = schedule.describe(max(state.step - 1, 0)) if schedule else {}
         scalars = {k: v for k, v in metrics.items() if k not in ("per_class", "backend")}
         logger.log_eval(state.step, state.epoch, **scalars, **layer_err, patched_linears=patched["linears"],
